@@ -1,0 +1,203 @@
+"""The typed, frozen meshwire configuration: listeners, routes, filters, clusters, admin."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+
+class Duration(float):
+    """Seconds; YAML may say 15, 2.5, "15s", "250ms", "2m" or "1h"."""
+
+    _UNITS = (("ms", 0.001), ("us", 0.000001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
+
+    @classmethod
+    def parse(cls, value: object) -> Duration:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a duration such as 15s or 250ms, got {value!r}")
+        if isinstance(value, int | float):
+            seconds = float(value)
+        elif isinstance(value, str):
+            seconds = cls._parse_text(value.strip())
+        else:
+            raise ValueError(f"expected a duration such as 15s or 250ms, got {value!r}")
+        if seconds < 0:
+            raise ValueError(f"a duration cannot be negative, got {value!r}")
+        return cls(seconds)
+
+    @classmethod
+    def _parse_text(cls, text: str) -> float:
+        for suffix, scale in cls._UNITS:
+            if text.endswith(suffix):
+                number = text[: -len(suffix)]
+                try:
+                    return float(number) * scale
+                except ValueError:
+                    break
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(
+                f"expected a duration such as 15s or 250ms, got {text!r}"
+            ) from None
+
+
+class _Frozen(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+# --- listeners -------------------------------------------------------------------------------
+
+
+class Limits(_Frozen):
+    """Protective limits, on by default (DESIGN §7, Envoy's hardening defaults scaled down)."""
+
+    max_header_bytes: int = 65536
+    max_headers: int = 100
+    max_request_body_bytes: int = 1048576  # only where a filter buffers a body (413 above it)
+    header_read_timeout: Duration = Duration(10.0)  # slowloris: whole request head must arrive
+    idle_timeout: Duration = Duration(300.0)  # connection with no request in flight
+    stream_idle_timeout: Duration = Duration(300.0)  # no bytes either way on a stream
+    max_concurrent_streams: int = 100
+    max_connections: int = 10000
+    hpack_table_size: int = 4096
+    # HTTP/2 abuse protection, counted per connection over a sliding one-second window.
+    max_resets_per_second: int = 200  # rapid reset (CVE-2023-44487)
+    max_control_frames_per_second: int = 500  # PING / SETTINGS floods
+    max_empty_frames: int = 100  # DATA frames with no payload and no END_STREAM
+
+
+class TlsContext(_Frozen):
+    cert_file: str
+    key_file: str
+    ca_file: str | None = None  # trusted CA for the peer's certificate
+    require_client_cert: bool = False
+    alpn: list[str] = msgspec.field(default_factory=lambda: ["h2", "http/1.1"])
+
+
+class HeaderMatch(_Frozen):
+    name: str
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+    present: bool | None = None
+    invert: bool = False
+
+
+class RouteMatch(_Frozen):
+    path: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+    headers: list[HeaderMatch] = msgspec.field(default_factory=list)
+    methods: list[str] = msgspec.field(default_factory=list)
+
+
+class WeightedCluster(_Frozen):
+    name: str
+    weight: int
+
+
+class DirectResponse(_Frozen):
+    status: int
+    body: str = ""
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class Route(_Frozen):
+    name: str | None = None
+    match: RouteMatch
+    cluster: str | None = None
+    weighted_clusters: list[WeightedCluster] | None = None
+    direct_response: DirectResponse | None = None
+    timeout: Duration = Duration(15.0)  # whole upstream response, 0 disables (streaming)
+    prefix_rewrite: str | None = None
+    host_rewrite: str | None = None
+
+
+class RouterFilter(_Frozen, tag="router"):
+    """The terminal filter that forwards to clusters through the route table."""
+
+
+class BufferFilter(_Frozen, tag="buffer"):
+    """Buffers the whole request body before passing it on; 413 above max_request_bytes."""
+
+    max_request_bytes: int = 1048576
+
+
+class HeadersFilter(_Frozen, tag="headers"):
+    """Adds or removes request and response headers."""
+
+    request_add: dict[str, str] = msgspec.field(default_factory=dict)
+    request_remove: list[str] = msgspec.field(default_factory=list)
+    response_add: dict[str, str] = msgspec.field(default_factory=dict)
+    response_remove: list[str] = msgspec.field(default_factory=list)
+
+
+FilterConfig = RouterFilter | BufferFilter | HeadersFilter
+
+
+class Listener(_Frozen):
+    name: str
+    address: str  # "host:port" or "[v6]:port"
+    protocols: list[Literal["http1", "h2c"]] = msgspec.field(
+        default_factory=lambda: ["http1", "h2c"]  # type: ignore[arg-type]
+    )
+    tls: TlsContext | None = None
+    filters: list[FilterConfig] = msgspec.field(default_factory=lambda: [RouterFilter()])
+    routes: list[Route] = msgspec.field(default_factory=list)
+    limits: Limits = msgspec.field(default_factory=Limits)
+    generate_request_id: bool = True
+    use_remote_address: bool = True  # append the peer to x-forwarded-for
+    stat_prefix: str | None = None
+
+
+# --- clusters --------------------------------------------------------------------------------
+
+
+class UpstreamTls(_Frozen):
+    ca_file: str | None = None  # None: the system trust store
+    cert_file: str | None = None  # client certificate for mutual TLS
+    key_file: str | None = None
+    sni: str | None = None
+    verify: bool = True
+
+
+class Cluster(_Frozen):
+    name: str
+    endpoints: list[str]  # "host:port"
+    protocol: Literal["http1", "h2c", "h2"] = "http1"  # h2 means HTTP/2 over TLS (ALPN)
+    tls: UpstreamTls | None = None
+    lb_policy: Literal["round_robin", "least_request"] = "round_robin"
+    connect_timeout: Duration = Duration(5.0)
+    idle_timeout: Duration = Duration(60.0)  # keep below the upstream's own keep-alive
+    max_connections: int = 1024
+    max_requests: int = 1024  # concurrent requests (circuit breaker) → 503 UO above it
+    max_concurrent_streams: int = 100  # per HTTP/2 connection
+
+
+class Admin(_Frozen):
+    address: str = "127.0.0.1:9901"
+
+
+class Config(_Frozen):
+    admin: Admin | None = msgspec.field(default_factory=Admin)
+    listeners: list[Listener] = msgspec.field(default_factory=list)
+    clusters: list[Cluster] = msgspec.field(default_factory=list)
+    drain_timeout: Duration = Duration(30.0)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """Split "host:port" / "[v6]:port"; ValueError with a reason when it is not one."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected host:port, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"port must be a number in {text!r}") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port out of range in {text!r}")
+    return host, number

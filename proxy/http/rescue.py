@@ -1,0 +1,49 @@
+"""The one place where exceptions become responses: typed errors keep their status and flag."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from proxy.http.errors import ProxyError
+from proxy.http.model import Request, Response, StreamInfo
+
+FLAGS_HEADER = b"x-meshwire-response-flags"
+
+log = logging.getLogger("meshwire.rescue")
+
+
+def error_response(err: ProxyError, info: StreamInfo | None = None) -> Response:
+    """Render a ProxyError: JSON body with the detail code, flag header, flag recorded on info."""
+    headers = [(b"content-type", b"application/json")]
+    if err.flag:
+        headers.append((FLAGS_HEADER, err.flag.encode()))
+        if info is not None:
+            info.add_flag(err.flag)
+    body = json.dumps({"error": err.code, "message": err.message}).encode() + b"\n"
+    headers.append((b"content-length", str(len(body)).encode()))
+    from proxy.http.model import BytesBody
+
+    return Response(err.status, headers, BytesBody(body))
+
+
+def rescue(exc: Exception, info: StreamInfo | None = None) -> Response:
+    """Any exception from a handler → a response. Unexpected ones are logged, never shown."""
+    if isinstance(exc, ProxyError):
+        return error_response(exc, info)
+    log.exception("unhandled error while serving a request", exc_info=exc)
+    return error_response(ProxyError("internal error"), info)
+
+
+class RescueFilter:
+    """First link of every chain: nothing escapes it except cancellation."""
+
+    async def __call__(self, request: Request, next: object, /) -> Response:
+        from proxy.chain import Handler
+
+        assert callable(next)
+        handler: Handler = next  # type: ignore[assignment]
+        try:
+            return await handler(request)
+        except Exception as exc:  # the one broad catch, by design
+            return rescue(exc, request.info)
