@@ -38,9 +38,7 @@ class Duration(float):
         try:
             return float(text)
         except ValueError:
-            raise ValueError(
-                f"expected a duration such as 15s or 250ms, got {text!r}"
-            ) from None
+            raise ValueError(f"expected a duration such as 15s or 250ms, got {text!r}") from None
 
 
 class _Frozen(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -104,7 +102,7 @@ class DirectResponse(_Frozen):
     headers: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-class Route(_Frozen):
+class Route(_Frozen, kw_only=True):
     name: str | None = None
     match: RouteMatch
     cluster: str | None = None
@@ -137,6 +135,12 @@ class HeadersFilter(_Frozen, tag="headers"):
 FilterConfig = RouterFilter | BufferFilter | HeadersFilter
 
 
+class AccessLog(_Frozen):
+    """One JSON line per request; path "-" is standard output."""
+
+    path: str = "-"
+
+
 class Listener(_Frozen):
     name: str
     address: str  # "host:port" or "[v6]:port"
@@ -150,6 +154,7 @@ class Listener(_Frozen):
     generate_request_id: bool = True
     use_remote_address: bool = True  # append the peer to x-forwarded-for
     stat_prefix: str | None = None
+    access_log: AccessLog | None = None
 
 
 # --- clusters --------------------------------------------------------------------------------
@@ -201,3 +206,14 @@ def parse_address(text: str) -> tuple[str, int]:
     if not 0 <= number <= 65535:
         raise ValueError(f"port out of range in {text!r}")
     return host, number
+
+
+def _encode_custom(value: object) -> object:
+    if isinstance(value, Duration):
+        return float(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+def to_builtins(config: msgspec.Struct) -> object:
+    """Plain data (dicts, lists, numbers) that the loader reads back to an equal config."""
+    return msgspec.to_builtins(config, enc_hook=_encode_custom)

@@ -1,6 +1,18 @@
-"""Filter config tag → factory, and which filters are terminal (must end a chain)."""
+"""Filter config type → factory, and which filters are terminal (must end a chain)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from proxy.upstream.manager import ClusterManager
+
+from config import schema
+from filters.buffer.filter import BufferFilter
+from filters.headers.filter import HeadersFilter
+from filters.router.terminal import Router
+from proxy.chain import Filter, Handler
+from proxy.routing import RouteTable
 
 TERMINAL_FILTERS = frozenset({"router"})
 
@@ -8,3 +20,40 @@ TERMINAL_FILTERS = frozenset({"router"})
 def is_terminal(tag: str) -> bool:
     """True for filters that answer requests themselves and so must come last."""
     return tag in TERMINAL_FILTERS
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What factories may use: the listener's compiled routes and the cluster manager."""
+
+    routes: RouteTable
+    clusters: ClusterManager
+
+
+def _router(cfg: schema.RouterFilter, ctx: BuildContext) -> Handler:
+    return Router(ctx.routes, ctx.clusters)
+
+
+def _buffer(cfg: schema.BufferFilter, ctx: BuildContext) -> Filter:
+    return BufferFilter(cfg.max_request_bytes)
+
+
+def _headers(cfg: schema.HeadersFilter, ctx: BuildContext) -> Filter:
+    return HeadersFilter(cfg.request_add, cfg.request_remove, cfg.response_add, cfg.response_remove)
+
+
+_FILTERS: dict[type, Callable[[object, BuildContext], Filter]] = {
+    schema.BufferFilter: _buffer,  # type: ignore[dict-item]
+    schema.HeadersFilter: _headers,  # type: ignore[dict-item]
+}
+_TERMINALS: dict[type, Callable[[object, BuildContext], Handler]] = {
+    schema.RouterFilter: _router,  # type: ignore[dict-item]
+}
+
+
+def build_filter(cfg: schema.FilterConfig, ctx: BuildContext) -> Filter:
+    return _FILTERS[type(cfg)](cfg, ctx)
+
+
+def build_terminal(cfg: schema.FilterConfig, ctx: BuildContext) -> Handler:
+    return _TERMINALS[type(cfg)](cfg, ctx)

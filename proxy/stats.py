@@ -64,6 +64,7 @@ class ListenerStats:
     """The counters one listener's connections bump, resolved once at config time."""
 
     __slots__ = (
+        "by_class",
         "cx_active",
         "cx_destroy_remote",
         "cx_protocol_error",
@@ -74,11 +75,10 @@ class ListenerStats:
         "rq_4xx",
         "rq_5xx",
         "rq_active",
-        "rq_total",
-        "rq_timeout",
         "rq_reset",
+        "rq_timeout",
         "rq_too_large",
-        "by_class",
+        "rq_total",
     )
 
     def __init__(self, stats: Stats, prefix: str) -> None:
@@ -97,7 +97,14 @@ class ListenerStats:
         self.rq_3xx = stats.counter(p + "downstream_rq_3xx")
         self.rq_4xx = stats.counter(p + "downstream_rq_4xx")
         self.rq_5xx = stats.counter(p + "downstream_rq_5xx")
-        self.by_class = (self.rq_1xx, self.rq_1xx, self.rq_2xx, self.rq_3xx, self.rq_4xx, self.rq_5xx)
+        self.by_class = (
+            self.rq_1xx,
+            self.rq_1xx,
+            self.rq_2xx,
+            self.rq_3xx,
+            self.rq_4xx,
+            self.rq_5xx,
+        )
 
     def response(self, status: int) -> None:
         """Count a response by status class (499/5xx included)."""
@@ -113,11 +120,11 @@ class ClusterStats:
         "cx_connect_timeout",
         "cx_total",
         "rq_active",
+        "rq_by_class",
         "rq_overflow",
         "rq_reset",
         "rq_timeout",
         "rq_total",
-        "rq_by_class",
     )
 
     def __init__(self, stats: Stats, name: str) -> None:

@@ -1,4 +1,4 @@
-"""Request, Response and pulled streaming bodies: the one vocabulary shared by codecs and filters."""
+"""Request, Response and pulled streaming bodies: the vocabulary codecs and filters share."""
 
 from __future__ import annotations
 
@@ -125,7 +125,16 @@ class Request:
     `http_version` is "1.0", "1.1" or "2".
     """
 
-    __slots__ = ("authority", "body", "headers", "http_version", "info", "method", "scheme", "target")
+    __slots__ = (
+        "authority",
+        "body",
+        "headers",
+        "http_version",
+        "info",
+        "method",
+        "scheme",
+        "target",
+    )
 
     def __init__(
         self,
@@ -160,7 +169,9 @@ class Response:
 
     __slots__ = ("body", "headers", "status")
 
-    def __init__(self, status: int, headers: Headers | None = None, body: Body | None = None) -> None:
+    def __init__(
+        self, status: int, headers: Headers | None = None, body: Body | None = None
+    ) -> None:
         self.status = status
         self.headers: Headers = headers if headers is not None else []
         self.body: Body = body if body is not None else EmptyBody()
@@ -176,7 +187,7 @@ class Response:
 
 
 async def read_all(body: Body, limit: int) -> bytes:
-    """Buffer a whole body, raising RequestTooLarge past `limit` bytes (then the rest is dropped)."""
+    """Buffer a whole body; RequestTooLarge past `limit` bytes (the rest is dropped)."""
     from proxy.http.errors import RequestTooLarge
 
     if body.length is not None and body.length > limit:

@@ -1,0 +1,43 @@
+"""Access log: one JSON line per finished request, with the Envoy-style response flags."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import IO
+
+from proxy.http.model import Request
+
+
+class AccessLog:
+    """Writes synchronously to a line-buffered file: a few microseconds, no task, no queue."""
+
+    def __init__(self, path: str) -> None:
+        self._own = path != "-"
+        self._out: IO[str] = open(path, "a", buffering=1) if self._own else sys.stdout  # noqa: SIM115
+
+    def record(self, request: Request, status: int, error: BaseException | None) -> None:
+        info = request.info
+        entry = {
+            "start_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time())),
+            "method": request.method.decode("latin-1"),
+            "path": request.target.decode("latin-1"),
+            "protocol": f"HTTP/{request.http_version}",
+            "status": status,
+            "response_flags": info.flags_text,
+            "duration_ms": round((time.monotonic() - info.start) * 1000, 3),
+            "route": info.route_name,
+            "upstream_cluster": info.upstream_cluster,
+            "upstream_host": info.upstream_host,
+            "downstream_addr": info.downstream_addr,
+            "bytes_received": info.bytes_received,
+            "bytes_sent": info.bytes_sent,
+            "request_id": info.request_id.decode("latin-1") if info.request_id else None,
+            "error": type(error).__name__ if error is not None else None,
+        }
+        self._out.write(json.dumps(entry, separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        if self._own:
+            self._out.close()

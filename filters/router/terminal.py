@@ -1,0 +1,80 @@
+"""The router: the terminal filter that matches a route and forwards to an upstream cluster."""
+
+from __future__ import annotations
+
+import trio
+from proxy.upstream.manager import ClusterManager
+
+from filters.connection.hop_by_hop import strip_hop_by_hop
+from proxy.http.errors import NoCluster, NoRoute, UpstreamTimeout
+from proxy.http.model import Body, BytesBody, Headers, Request, Response
+from proxy.routing import RouteTable
+
+
+class DeadlineBody:
+    """A response body whose reads must finish before the route's deadline (504 UT after it)."""
+
+    __slots__ = ("_body", "_deadline", "length", "trailers")
+
+    def __init__(self, body: Body, deadline: float) -> None:
+        self._body = body
+        self._deadline = deadline
+        self.length = body.length
+        self.trailers: Headers | None = None
+
+    async def read(self) -> bytes:
+        with trio.move_on_at(self._deadline) as scope:
+            chunk = await self._body.read()
+        if scope.cancelled_caught:
+            await self._body.aclose()
+            raise UpstreamTimeout("upstream response body timed out")
+        if not chunk:
+            self.trailers = self._body.trailers
+        return chunk
+
+    async def aclose(self) -> None:
+        await self._body.aclose()
+
+
+class Router:
+    """Terminal: route table → direct response or cluster; hop-by-hop headers never cross it."""
+
+    def __init__(self, table: RouteTable, clusters: ClusterManager) -> None:
+        self._table = table
+        self._clusters = clusters
+
+    async def __call__(self, request: Request, /) -> Response:
+        route = self._table.match(request)
+        if route is None:
+            await request.body.aclose()
+            raise NoRoute(f"no route matches {request.path.decode('latin-1')}")
+        info = request.info
+        info.route_name = route.name
+        direct = route.direct
+        if direct is not None:
+            await request.body.aclose()
+            return Response(direct.status, list(direct.headers), BytesBody(direct.body))
+        name = route.pick_cluster()
+        cluster = self._clusters.get(name) if name is not None else None
+        if cluster is None:
+            await request.body.aclose()
+            raise NoCluster(f"cluster {name!r} is not configured")
+        if route.prefix_rewrite is not None:
+            request.target = route.rewrite_target(request.target)
+        if route.host_rewrite is not None:
+            request.authority = route.host_rewrite
+            request.headers = [h for h in request.headers if h[0] != b"host"]
+            if request.http_version != "2":
+                request.headers.append((b"host", route.host_rewrite))
+        request.headers = strip_hop_by_hop(request.headers)
+        if route.timeout > 0:
+            deadline = trio.current_time() + route.timeout
+            with trio.move_on_at(deadline) as scope:
+                response = await cluster.send(request)
+            if scope.cancelled_caught:
+                raise UpstreamTimeout(f"no response from cluster {name!r} within {route.timeout}s")
+            response.body = DeadlineBody(response.body, deadline)
+        else:
+            response = await cluster.send(request)
+        response.headers = strip_hop_by_hop(response.headers)
+        return response

@@ -1,0 +1,102 @@
+"""build(Config) -> App: compiles routes, chains, pools, TLS contexts and stats once; no sockets."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from dataclasses import dataclass, field
+
+from config import schema
+from filters.connection.request_id import ConnectionManagerFilter
+from filters.registry import BuildContext, build_filter, build_terminal, is_terminal
+from proxy.chain import Filter, Handler, build_chain
+from proxy.http.rescue import RescueFilter
+from proxy.routing import RouteTable
+from proxy.stats import ListenerStats, Stats
+from proxy.upstream.manager import ClusterManager
+
+VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class ListenerSpec:
+    """One listener, ready to bind: its chain, limits, TLS context and counters."""
+
+    config: schema.Listener
+    host: str
+    port: int
+    handler: Handler
+    stats: ListenerStats
+    ssl_context: ssl.SSLContext | None
+    protocols: frozenset[str]
+
+
+@dataclass
+class App:
+    """Everything the server needs; built once per config, swapped whole on reload."""
+
+    config: schema.Config
+    stats: Stats
+    clusters: ClusterManager
+    listeners: list[ListenerSpec]
+    admin: tuple[str, int] | None
+    started_at: float = field(default_factory=time.time)
+
+
+def build_listener_chain(listener: schema.Listener, clusters: ClusterManager) -> Handler:
+    """The order of every listener's chain, written once:
+
+    1. rescue — first, so any exception below becomes a typed response, never a traceback;
+    2. connection manager — request id and x-forwarded-* before anything logs or forwards;
+    3. configured filters, in the order the YAML lists them;
+    4. the terminal (router) — validation guarantees it is last and unique.
+    """
+    ctx = BuildContext(routes=RouteTable.build(listener.routes), clusters=clusters)
+    configured = listener.filters[:-1]
+    terminal_cfg = listener.filters[-1]
+    if not is_terminal(terminal_cfg.__struct_config__.tag):  # type: ignore[arg-type]
+        raise ValueError(f"listener {listener.name!r}: the last filter must be terminal")
+    chain: list[Filter] = [
+        RescueFilter(),  # type: ignore[list-item]
+        ConnectionManagerFilter(
+            generate_request_id=listener.generate_request_id,
+            use_remote_address=listener.use_remote_address,
+        ),
+    ]
+    chain.extend(build_filter(f, ctx) for f in configured)
+    return build_chain(chain, build_terminal(terminal_cfg, ctx))
+
+
+def server_ssl_context(tls: schema.TlsContext, protocols: frozenset[str]) -> ssl.SSLContext:
+    """Downstream TLS: ALPN offers h2 only if the listener speaks it."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.ca_file:
+        ctx.load_verify_locations(tls.ca_file)
+        ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+    alpn = [p for p in tls.alpn if p != "h2" or "h2c" in protocols]
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    return ctx
+
+
+def build(config: schema.Config) -> App:
+    stats = Stats()
+    clusters = ClusterManager(config.clusters, stats)
+    listeners: list[ListenerSpec] = []
+    for lc in config.listeners:
+        host, port = schema.parse_address(lc.address)
+        protocols = frozenset(lc.protocols)
+        listeners.append(
+            ListenerSpec(
+                config=lc,
+                host=host,
+                port=port,
+                handler=build_listener_chain(lc, clusters),
+                stats=ListenerStats(stats, lc.stat_prefix or lc.name),
+                ssl_context=server_ssl_context(lc.tls, protocols) if lc.tls else None,
+                protocols=protocols,
+            )
+        )
+    admin = schema.parse_address(config.admin.address) if config.admin else None
+    return App(config=config, stats=stats, clusters=clusters, listeners=listeners, admin=admin)

@@ -1,0 +1,219 @@
+"""The meshwire command line: run (config file or quick mode), validate, version."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import trio
+import yaml
+
+from config import schema
+from config.loader import ConfigError, Problem, check_references, format_problems, load_file
+from proxy import app as app_module
+from proxy.server import serve
+
+EXIT_CONFIG = 2
+
+log = logging.getLogger("meshwire")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meshwire",
+        description="Observability-first service proxy (Envoy-style data plane).",
+    )
+    parser.add_argument("--version", action="version", version=f"meshwire {app_module.VERSION}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run the proxy",
+        description="Run from a YAML config (-c), or in quick mode from --listen and --upstream.",
+    )
+    run.add_argument("-c", "--config", metavar="FILE", help="meshwire YAML config")
+    run.add_argument("--listen", metavar="HOST:PORT", help="quick mode: listener address")
+    run.add_argument(
+        "--upstream",
+        metavar="URL",
+        action="append",
+        help="quick mode: upstream http://host:port or h2c://host:port (repeat to balance)",
+    )
+    run.add_argument(
+        "--admin", metavar="HOST:PORT", help="admin listener address (default 127.0.0.1:9901)"
+    )
+    run.add_argument("--no-admin", action="store_true", help="run without the admin listener")
+    run.add_argument(
+        "--access-log", metavar="PATH", help="quick mode: JSON access log ('-' = stdout)"
+    )
+    run.add_argument(
+        "--dump-config", action="store_true", help="print the effective config and exit"
+    )
+    run.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="process log level",
+    )
+
+    validate = sub.add_parser(
+        "validate",
+        help="check config files",
+        description="Report every problem with its path; exit 2 if any.",
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    return parser
+
+
+def quick_config(
+    listen: str, upstreams: Sequence[str], admin: str | None, access_log: str | None
+) -> schema.Config:
+    """The config that quick mode stands for: one listener, one catch-all route, one cluster."""
+    endpoints: list[str] = []
+    protocols: set[str] = set()
+    for url in upstreams:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme not in ("http", "h2c") or not parts.hostname or parts.port is None:
+            raise ConfigError(
+                [
+                    Problem(
+                        "--upstream", f"expected http://host:port or h2c://host:port, got {url!r}"
+                    )
+                ]
+            )
+        protocols.add("h2c" if parts.scheme == "h2c" else "http1")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        endpoints.append(f"{host}:{parts.port}")
+    if len(protocols) > 1:
+        raise ConfigError([Problem("--upstream", "all upstreams must use the same scheme")])
+    protocol = protocols.pop()
+    return schema.Config(
+        admin=schema.Admin(address=admin) if admin else schema.Admin(),
+        listeners=[
+            schema.Listener(
+                name="ingress",
+                address=listen,
+                routes=[
+                    schema.Route(
+                        name="default", match=schema.RouteMatch(prefix="/"), cluster="upstream"
+                    )
+                ],
+                access_log=schema.AccessLog(path=access_log) if access_log else None,
+            )
+        ],
+        clusters=[schema.Cluster(name="upstream", endpoints=endpoints, protocol=protocol)],  # type: ignore[arg-type]
+    )
+
+
+def _without_nulls(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def dump_config(config: schema.Config) -> str:
+    return yaml.safe_dump(_without_nulls(schema.to_builtins(config)), sort_keys=False)
+
+
+def _load_for_run(args: argparse.Namespace) -> schema.Config:
+    if args.config and (args.listen or args.upstream):
+        raise ConfigError([Problem("argv", "use either -c FILE or --listen/--upstream, not both")])
+    if args.config:
+        config = load_file(args.config)
+    elif args.listen and args.upstream:
+        config = quick_config(args.listen, args.upstream, args.admin, args.access_log)
+        problems = check_references(config)
+        if problems:
+            raise ConfigError(problems)
+    else:
+        raise ConfigError([Problem("argv", "give -c FILE, or both --listen and --upstream")])
+    if args.no_admin:
+        config = _replace(config, admin=None)
+    elif args.admin and args.config:
+        config = _replace(config, admin=schema.Admin(address=args.admin))
+    return config
+
+
+def _replace(config: schema.Config, **changes: object) -> schema.Config:
+    import msgspec
+
+    return msgspec.structs.replace(config, **changes)
+
+
+async def _run(app: app_module.App) -> None:
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    if shutdown.is_set():
+                        log.warning("second signal: stopping now")
+                        nursery.cancel_scope.cancel()
+                        return
+                    log.info("%s: draining", signal.Signals(signum).name)
+                    shutdown.set()
+
+        nursery.start_soon(watch_signals)
+        bound = await nursery.start(serve, app, shutdown)
+        for name, (host, port) in bound.addresses.items():
+            log.info("listening: %s on %s:%d", name, host, port)
+        await shutdown.wait()
+    log.info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "validate":
+        return _validate(args.files)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    source = args.config or "command line"
+    try:
+        config = _load_for_run(args)
+    except ConfigError as err:
+        print(format_problems(err.problems, source), file=sys.stderr)
+        return EXIT_CONFIG
+    if args.dump_config:
+        sys.stdout.write(dump_config(config))
+        return 0
+    try:
+        application = app_module.build(config)
+    except (OSError, ValueError) as exc:
+        print(f"{source}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        trio.run(_run, application)
+    except OSError as exc:
+        print(f"meshwire: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _validate(files: Sequence[str]) -> int:
+    failed = False
+    for name in files:
+        try:
+            load_file(Path(name))
+        except ConfigError as err:
+            failed = True
+            print(format_problems(err.problems, name), file=sys.stderr)
+        else:
+            print(f"{name}: ok")
+    return EXIT_CONFIG if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Listeners, accept loops, TLS handshakes and graceful drain; owns the root nursery."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from config import schema
+from exporters.access_log import AccessLog
+from proxy.admin.handler import AdminHandler
+from proxy.app import App, ListenerSpec
+from proxy.chain import Handler
+from proxy.downstream.context import ConnectionContext
+from proxy.downstream.negotiate import serve_connection
+from proxy.http.model import Request
+from proxy.stats import ListenerStats
+
+log = logging.getLogger("meshwire.server")
+
+# Accept errors that mean "out of file descriptors or memory for now": back off, keep listening.
+_ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+OnComplete = Callable[[Request, int, BaseException | None], None]
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Where each listener ended up (port 0 picks a free one): name → (host, port)."""
+
+    addresses: dict[str, tuple[str, int]]
+
+
+def _spiffe_id(cert: object) -> str | None:
+    """The first URI SAN of a verified peer certificate (a SPIFFE id in a mesh), if any."""
+    if not isinstance(cert, dict):
+        return None
+    for kind, value in cert.get("subjectAltName", ()):
+        if kind == "URI":
+            return str(value)
+    return None
+
+
+class _Listener:
+    """One bound listener: accepts, handshakes, and hands each connection to the codecs."""
+
+    def __init__(
+        self,
+        name: str,
+        handler: Handler,
+        limits: schema.Limits,
+        stats: ListenerStats,
+        protocols: frozenset[str],
+        ssl_context: ssl.SSLContext | None,
+        on_complete: OnComplete | None,
+        draining: trio.Event,
+    ) -> None:
+        self.name = name
+        self._handler = handler
+        self._limits = limits
+        self._stats = stats
+        self._protocols = protocols
+        self._ssl = ssl_context
+        self._on_complete = on_complete
+        self._draining = draining
+
+    async def accept_loop(
+        self, listeners: list[trio.SocketListener], connections: trio.Nursery
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(self._accept_one, listener, connections)
+
+    async def _accept_one(self, listener: trio.SocketListener, connections: trio.Nursery) -> None:
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    log.error("listener %s: accept failed (%s); backing off", self.name, exc)
+                    await trio.sleep(0.1)
+                    continue
+                if self._stats.cx_active.value >= self._limits.max_connections:
+                    self._stats.cx_destroy_remote.inc()
+                    await trio.aclose_forcefully(stream)
+                    continue
+                connections.start_soon(self._serve, stream)
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
+        peer = _format_peer(stream)
+        conn: trio.abc.Stream = stream
+        try:
+            alpn: str | None = None
+            identity: str | None = None
+            if self._ssl is not None:
+                tls = trio.SSLStream(stream, self._ssl, server_side=True)
+                conn = tls
+                with trio.move_on_after(self._limits.header_read_timeout) as scope:
+                    await tls.do_handshake()
+                if scope.cancelled_caught:
+                    return
+                alpn = tls.selected_alpn_protocol()
+                identity = _spiffe_id(tls.getpeercert())
+            ctx = ConnectionContext(
+                self._handler,
+                self._limits,
+                self._stats,
+                peer=peer,
+                tls=self._ssl is not None,
+                alpn=alpn,
+                peer_identity=identity,
+                draining=self._draining,
+            )
+            ctx.protocols = self._protocols
+            ctx.on_complete = self._on_complete
+            await serve_connection(conn, ctx)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.debug("listener %s: connection from %s ended: %s", self.name, peer, exc)
+        except Exception:
+            # A failing connection must never take its listener down: log it and move on.
+            log.exception("listener %s: connection from %s failed", self.name, peer)
+        finally:
+            await trio.aclose_forcefully(conn)
+
+
+def _format_peer(stream: trio.SocketStream) -> str:
+    try:
+        addr = stream.socket.getpeername()
+    except OSError:
+        return ""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _listener_for(spec: ListenerSpec, draining: trio.Event, logs: list[AccessLog]) -> _Listener:
+    on_complete: OnComplete | None = None
+    if spec.config.access_log is not None:
+        access = AccessLog(spec.config.access_log.path)
+        logs.append(access)
+        on_complete = access.record
+    return _Listener(
+        spec.config.name,
+        spec.handler,
+        spec.config.limits,
+        spec.stats,
+        spec.protocols,
+        spec.ssl_context,
+        on_complete,
+        draining,
+    )
+
+
+async def serve(
+    app: App,
+    shutdown: trio.Event,
+    *,
+    task_status: trio.TaskStatus[Bound] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Bind every listener (all before serving any), serve until `shutdown`, then drain.
+
+    Drain: stop accepting, tell open connections (Connection: close / GOAWAY), and give
+    in-flight requests up to `drain_timeout` before cancelling what is left.
+    """
+    draining = trio.Event()
+    access_logs: list[AccessLog] = []
+    bound: dict[str, tuple[str, int]] = {}
+    plan: list[tuple[_Listener, list[trio.SocketListener]]] = []
+    try:
+        for spec in app.listeners:
+            sockets = await trio.open_tcp_listeners(spec.port, host=spec.host)
+            plan.append((_listener_for(spec, draining, access_logs), sockets))
+            bound[spec.config.name] = _sockname(sockets[0])
+        if app.admin is not None:
+            admin = AdminHandler(app, shutdown, draining)
+            admin_stats = ListenerStats(app.stats, "admin")
+            sockets = await trio.open_tcp_listeners(app.admin[1], host=app.admin[0])
+            admin_listener = _Listener(
+                "admin",
+                admin,
+                schema.Limits(),
+                admin_stats,
+                frozenset({"http1"}),
+                None,
+                None,
+                draining,
+            )
+            plan.append((admin_listener, sockets))
+            bound["admin"] = _sockname(sockets[0])
+            admin.bound = bound
+    except BaseException:
+        for _, sockets in plan:
+            for s in sockets:
+                await trio.aclose_forcefully(s)
+        raise
+    try:
+        async with app.clusters, trio.open_nursery() as connections:
+            async with trio.open_nursery() as acceptors:
+                for listener, sockets in plan:
+                    acceptors.start_soon(listener.accept_loop, sockets, connections)
+                task_status.started(Bound(bound))
+                await shutdown.wait()
+                log.info(
+                    "draining: no new connections; waiting up to %ss", app.config.drain_timeout
+                )
+                acceptors.cancel_scope.cancel()
+            draining.set()
+            connections.cancel_scope.deadline = trio.current_time() + app.config.drain_timeout
+    finally:
+        for access in access_logs:
+            access.close()
+
+
+def _sockname(listener: trio.SocketListener) -> tuple[str, int]:
+    addr = listener.socket.getsockname()
+    return str(addr[0]), int(addr[1])
