@@ -48,7 +48,7 @@ class _Frozen(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
 # --- listeners -------------------------------------------------------------------------------
 
 
-class Limits(_Frozen):
+class Limits(_Frozen, frozen=True):
     """Protective limits, on by default (DESIGN §7, Envoy's hardening defaults scaled down)."""
 
     max_header_bytes: int = 65536
@@ -66,7 +66,7 @@ class Limits(_Frozen):
     max_empty_frames: int = 100  # DATA frames with no payload and no END_STREAM
 
 
-class TlsContext(_Frozen):
+class TlsContext(_Frozen, frozen=True):
     cert_file: str
     key_file: str
     ca_file: str | None = None  # trusted CA for the peer's certificate
@@ -74,7 +74,7 @@ class TlsContext(_Frozen):
     alpn: list[str] = msgspec.field(default_factory=lambda: ["h2", "http/1.1"])
 
 
-class HeaderMatch(_Frozen):
+class HeaderMatch(_Frozen, frozen=True):
     name: str
     exact: str | None = None
     prefix: str | None = None
@@ -83,7 +83,7 @@ class HeaderMatch(_Frozen):
     invert: bool = False
 
 
-class RouteMatch(_Frozen):
+class RouteMatch(_Frozen, frozen=True):
     path: str | None = None
     prefix: str | None = None
     regex: str | None = None
@@ -91,18 +91,18 @@ class RouteMatch(_Frozen):
     methods: list[str] = msgspec.field(default_factory=list)
 
 
-class WeightedCluster(_Frozen):
+class WeightedCluster(_Frozen, frozen=True):
     name: str
     weight: int
 
 
-class DirectResponse(_Frozen):
+class DirectResponse(_Frozen, frozen=True):
     status: int
     body: str = ""
     headers: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-class Route(_Frozen, kw_only=True):
+class Route(_Frozen, frozen=True, kw_only=True):
     name: str | None = None
     match: RouteMatch
     cluster: str | None = None
@@ -113,17 +113,17 @@ class Route(_Frozen, kw_only=True):
     host_rewrite: str | None = None
 
 
-class RouterFilter(_Frozen, tag="router"):
+class RouterFilter(_Frozen, frozen=True, tag="router"):
     """The terminal filter that forwards to clusters through the route table."""
 
 
-class BufferFilter(_Frozen, tag="buffer"):
+class BufferFilter(_Frozen, frozen=True, tag="buffer"):
     """Buffers the whole request body before passing it on; 413 above max_request_bytes."""
 
     max_request_bytes: int = 1048576
 
 
-class HeadersFilter(_Frozen, tag="headers"):
+class HeadersFilter(_Frozen, frozen=True, tag="headers"):
     """Adds or removes request and response headers."""
 
     request_add: dict[str, str] = msgspec.field(default_factory=dict)
@@ -135,17 +135,17 @@ class HeadersFilter(_Frozen, tag="headers"):
 FilterConfig = RouterFilter | BufferFilter | HeadersFilter
 
 
-class AccessLog(_Frozen):
+class AccessLog(_Frozen, frozen=True):
     """One JSON line per request; path "-" is standard output."""
 
     path: str = "-"
 
 
-class Listener(_Frozen):
+class Listener(_Frozen, frozen=True):
     name: str
     address: str  # "host:port" or "[v6]:port"
     protocols: list[Literal["http1", "h2c"]] = msgspec.field(
-        default_factory=lambda: ["http1", "h2c"]  # type: ignore[arg-type]
+        default_factory=lambda: ["http1", "h2c"]
     )
     tls: TlsContext | None = None
     filters: list[FilterConfig] = msgspec.field(default_factory=lambda: [RouterFilter()])
@@ -160,7 +160,7 @@ class Listener(_Frozen):
 # --- clusters --------------------------------------------------------------------------------
 
 
-class UpstreamTls(_Frozen):
+class UpstreamTls(_Frozen, frozen=True):
     ca_file: str | None = None  # None: the system trust store
     cert_file: str | None = None  # client certificate for mutual TLS
     key_file: str | None = None
@@ -168,7 +168,7 @@ class UpstreamTls(_Frozen):
     verify: bool = True
 
 
-class Cluster(_Frozen):
+class Cluster(_Frozen, frozen=True):
     name: str
     endpoints: list[str]  # "host:port"
     protocol: Literal["http1", "h2c", "h2"] = "http1"  # h2 means HTTP/2 over TLS (ALPN)
@@ -181,11 +181,11 @@ class Cluster(_Frozen):
     max_concurrent_streams: int = 100  # per HTTP/2 connection
 
 
-class Admin(_Frozen):
+class Admin(_Frozen, frozen=True):
     address: str = "127.0.0.1:9901"
 
 
-class Config(_Frozen):
+class Config(_Frozen, frozen=True):
     admin: Admin | None = msgspec.field(default_factory=Admin)
     listeners: list[Listener] = msgspec.field(default_factory=list)
     clusters: list[Cluster] = msgspec.field(default_factory=list)

@@ -1,25 +1,18 @@
-"""Filter config type → factory, and which filters are terminal (must end a chain)."""
+"""Filter config type → factory; the set of terminal filters lives in filters.terminal."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from proxy.upstream.manager import ClusterManager
-
 from config import schema
 from filters.buffer.filter import BufferFilter
 from filters.headers.filter import HeadersFilter
 from filters.router.terminal import Router
+from filters.terminal import TERMINAL_FILTERS, is_terminal
 from proxy.chain import Filter, Handler
 from proxy.routing import RouteTable
-
-TERMINAL_FILTERS = frozenset({"router"})
-
-
-def is_terminal(tag: str) -> bool:
-    """True for filters that answer requests themselves and so must come last."""
-    return tag in TERMINAL_FILTERS
+from proxy.upstream.manager import ClusterManager
 
 
 @dataclass(frozen=True)
@@ -46,6 +39,8 @@ _FILTERS: dict[type, Callable[[object, BuildContext], Filter]] = {
     schema.BufferFilter: _buffer,  # type: ignore[dict-item]
     schema.HeadersFilter: _headers,  # type: ignore[dict-item]
 }
+__all__ = ["TERMINAL_FILTERS", "BuildContext", "build_filter", "build_terminal", "is_terminal"]
+
 _TERMINALS: dict[type, Callable[[object, BuildContext], Handler]] = {
     schema.RouterFilter: _router,  # type: ignore[dict-item]
 }

@@ -1,0 +1,8 @@
+"""Which filters are terminal (answer requests themselves, so must end a chain); no imports."""
+
+TERMINAL_FILTERS = frozenset({"router"})
+
+
+def is_terminal(tag: str) -> bool:
+    """True for filters that answer requests themselves and so must come last."""
+    return tag in TERMINAL_FILTERS
