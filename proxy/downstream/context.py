@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
 from config.schema import Limits
 from proxy.chain import Handler
+from proxy.http.model import Request
 from proxy.stats import ListenerStats
+
+# Called once per request after its response was fully written or failed: the request, the
+# status sent (or the one that would have been sent), and the exception if the exchange failed.
+OnComplete = Callable[[Request, int, BaseException | None], None]
+
+ALL_PROTOCOLS: frozenset[str] = frozenset({"http1", "h2c"})
 
 
 class ConnectionContext:
@@ -14,9 +23,22 @@ class ConnectionContext:
 
     `draining` is set by the server on shutdown: HTTP/1.1 answers with `Connection: close` and
     closes after the in-flight response; HTTP/2 sends GOAWAY and finishes open streams.
+    `protocols` is what a cleartext connection may speak ("http1", "h2c"); TLS connections that
+    negotiated "h2" by ALPN are served as HTTP/2 regardless.
     """
 
-    __slots__ = ("alpn", "draining", "handler", "limits", "peer", "peer_identity", "stats", "tls")
+    __slots__ = (
+        "alpn",
+        "draining",
+        "handler",
+        "limits",
+        "on_complete",
+        "peer",
+        "peer_identity",
+        "protocols",
+        "stats",
+        "tls",
+    )
 
     def __init__(
         self,
@@ -29,6 +51,8 @@ class ConnectionContext:
         alpn: str | None = None,
         peer_identity: str | None = None,
         draining: trio.Event | None = None,
+        protocols: frozenset[str] = ALL_PROTOCOLS,
+        on_complete: OnComplete | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits
@@ -38,3 +62,5 @@ class ConnectionContext:
         self.alpn = alpn
         self.peer_identity = peer_identity
         self.draining = draining if draining is not None else trio.Event()
+        self.protocols = protocols
+        self.on_complete = on_complete

@@ -1,0 +1,80 @@
+"""Pieces both codecs share: handler guard, per-request completion, deadlines, hop-by-hop names."""
+
+from __future__ import annotations
+
+import logging
+import math
+from http import HTTPStatus
+
+import trio
+
+from proxy.downstream.context import ConnectionContext
+from proxy.http.errors import ProxyError
+from proxy.http.model import Body, Headers, Request, Response, StreamInfo
+from proxy.http.rescue import rescue
+
+log = logging.getLogger("meshwire.downstream")
+
+# Connection-specific fields (RFC 9110 §7.6.1): never forwarded, the codec frames the message.
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+
+REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus}
+
+PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+def deadline_after(seconds: float) -> float:
+    """An absolute trio deadline; zero or less means no limit."""
+    return trio.current_time() + seconds if seconds > 0 else math.inf
+
+
+def new_request(
+    ctx: ConnectionContext,
+    method: bytes,
+    target: bytes,
+    headers: Headers,
+    body: Body,
+    authority: bytes,
+    http_version: str,
+) -> Request:
+    info = StreamInfo(downstream_addr=ctx.peer, downstream_tls=ctx.tls)
+    info.peer_identity = ctx.peer_identity
+    return Request(
+        method,
+        target,
+        headers,
+        body,
+        scheme=b"https" if ctx.tls else b"http",
+        authority=authority,
+        http_version=http_version,
+        info=info,
+    )
+
+
+async def call_handler(ctx: ConnectionContext, request: Request) -> Response:
+    """Run the chain; any exception it lets through still becomes a rendered response."""
+    try:
+        return await ctx.handler(request)
+    except Exception as exc:
+        return rescue(exc, request.info)
+
+
+def note_failure(info: StreamInfo, exc: BaseException) -> None:
+    """Record why a response could not be completed on the request's StreamInfo."""
+    if isinstance(exc, ProxyError) and exc.flag:
+        info.add_flag(exc.flag)
+
+
+def complete(
+    ctx: ConnectionContext, request: Request, status: int, exc: BaseException | None
+) -> None:
+    """Count the response and call the listener's completion hook exactly once."""
+    ctx.stats.response(status)
+    hook = ctx.on_complete
+    if hook is not None:
+        try:
+            hook(request, status, exc)
+        except Exception:
+            log.exception("on_complete hook failed")

@@ -1,0 +1,334 @@
+"""HTTP/2 codec driven by a real client-side h2 connection over memory streams."""
+
+from __future__ import annotations
+
+import h2.errors
+import h2.events
+import trio
+import trio.lowlevel
+import trio.testing
+from hyperframe.frame import Frame, GoAwayFrame, RstStreamFrame
+
+from proxy.downstream.h2 import serve_h2
+from proxy.http.errors import DownstreamDisconnect, UpstreamRemoteReset
+from proxy.http.model import BytesBody, Request, Response, read_all
+from tests.downstream.helpers import (
+    H2Client,
+    Recorder,
+    echo,
+    hello,
+    pair,
+    parse_frames,
+    read_to_eof,
+    until,
+)
+from tests.downstream.test_h1 import ChunkBody
+
+
+async def start(nursery: trio.Nursery, rec: Recorder, **ctx: object) -> H2Client:
+    client_stream, server_stream = pair()
+    nursery.start_soon(serve_h2, server_stream, rec.context(**ctx))
+    client = H2Client(client_stream)
+    await client.start()
+    return client
+
+
+def goaway(e: h2.events.Event) -> bool:
+    return isinstance(e, h2.events.ConnectionTerminated)
+
+
+async def test_get(nursery: trio.Nursery) -> None:
+    rec = Recorder(hello)
+    client = await start(nursery, rec)
+    await client.request(1, extra=[(b"x-a", b"1"), (b"cookie", b"a=1"), (b"cookie", b"b=2")])
+    headers, body, _ = await client.response(1)
+    assert headers[b":status"] == b"200"
+    assert body == b"hi"
+    (req,) = rec.requests
+    assert (req.method, req.target, req.authority) == (b"GET", b"/", b"example.com")
+    assert (req.http_version, req.scheme) == ("2", b"http")
+    assert req.headers == [(b"x-a", b"1"), (b"cookie", b"a=1; b=2")]  # h2 joins cookie crumbs
+    assert req.body.length == 0
+    assert await req.body.read() == b""
+    assert rec.completed == [(req, 200, None)]
+    assert rec.stats.rq_2xx.value == 1
+
+
+async def test_post_with_body(nursery: trio.Nursery) -> None:
+    rec = Recorder(echo)
+    client = await start(nursery, rec)
+    await client.request(1, b"POST", b"/up", end=False, extra=[(b"content-length", b"5")])
+    client.conn.send_data(1, b"hello", end_stream=True)
+    await client.flush()
+    headers, body, events = await client.response(1)
+    assert (headers[b"x-target"], body) == (b"/up", b"hello")
+    assert rec.requests[0].body.length == 5
+    # a known small length: END_STREAM rides on the DATA frame
+    data_events = [e for e in events if isinstance(e, h2.events.DataReceived)]
+    assert data_events[-1].stream_ended is not None
+
+
+async def test_credit_returned_only_as_the_handler_reads(nursery: trio.Nursery) -> None:
+    may_read = trio.Event()
+
+    async def handler(request: Request) -> Response:
+        await may_read.wait()
+        data = await read_all(request.body, 1 << 20)
+        return Response(200, [], BytesBody(str(len(data)).encode()))
+
+    rec = Recorder(handler)
+    client = await start(nursery, rec)
+    await client.request(1, b"POST", end=False)
+    window = client.conn.local_flow_control_window(1)
+    assert window == 65535
+    for _ in range(window // 16384):
+        client.conn.send_data(1, b"x" * 16384)
+    client.conn.send_data(1, b"x" * (window % 16384))
+    await client.flush()
+    client.conn.ping(b"12345678")
+    await client.flush()
+    await client.wait_for(lambda e: isinstance(e, h2.events.PingAckReceived))
+    assert not [e for e in client.events if isinstance(e, h2.events.WindowUpdated) and e.stream_id]
+    assert client.conn.local_flow_control_window(1) == 0
+    may_read.set()
+    await client.wait_for(lambda e: isinstance(e, h2.events.WindowUpdated) and e.stream_id == 1)
+    client.conn.send_data(1, b"y" * 1000, end_stream=True)
+    await client.flush()
+    _, body, _ = await client.response(1)
+    assert body == str(window + 1000).encode()
+
+
+async def test_trailers_both_ways(nursery: trio.Nursery) -> None:
+    rec = Recorder(echo)
+    client = await start(nursery, rec)
+    await client.request(1, b"POST", end=False, extra=[(b"te", b"trailers")])
+    client.conn.send_data(1, b"grpc-frame")
+    client.conn.send_headers(1, [(b"grpc-status-in", b"7")], end_stream=True)
+    await client.flush()
+    headers, body, events = await client.response(1)
+    assert headers[b":status"] == b"200"
+    assert body == b"grpc-frame"
+    assert rec.requests[0].body.trailers == [(b"grpc-status-in", b"7")]
+    (trailers,) = [e for e in events if isinstance(e, h2.events.TrailersReceived)]
+    assert trailers.headers == [(b"grpc-status-in", b"7")]
+
+
+async def test_streamed_body_with_trailers_and_hop_headers_dropped(nursery: trio.Nursery) -> None:
+    async def handler(request: Request) -> Response:
+        body = ChunkBody([b"a" * 70000, b"b"], trailers=[(b"grpc-status", b"0")])
+        return Response(200, [(b"connection", b"x"), (b"transfer-encoding", b"chunked")], body)
+
+    rec = Recorder(handler)
+    client = await start(nursery, rec)
+    await client.request(1)
+    headers, body, events = await client.response(1)
+    assert b"connection" not in headers
+    assert b"transfer-encoding" not in headers
+    assert body == b"a" * 70000 + b"b"
+    assert any(isinstance(e, h2.events.TrailersReceived) for e in events)
+
+
+async def test_rst_stream_cancels_handler(nursery: trio.Nursery) -> None:
+    started, cancelled = trio.Event(), trio.Event()
+
+    async def handler(request: Request) -> Response:
+        if request.target == b"/ok":
+            return await hello(request)
+        started.set()
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+    rec = Recorder(handler)
+    client = await start(nursery, rec)
+    await client.request(1, b"POST", end=False)
+    with trio.fail_after(5):
+        await started.wait()
+    client.conn.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
+    await client.flush()
+    with trio.fail_after(5):
+        await cancelled.wait()
+    await until(lambda: bool(rec.completed))
+    (req, status, exc) = rec.completed[0]
+    assert isinstance(exc, DownstreamDisconnect)
+    assert status == 499
+    assert req.info.response_flags == ["DC"]
+    assert rec.stats.rq_reset.value == 1
+    # the connection keeps serving
+    await client.request(3, path=b"/ok")
+    assert (await client.response(3))[1] == b"hi"
+
+
+async def test_concurrent_streams_and_refused_beyond_limit(nursery: trio.Nursery) -> None:
+    gate = trio.Event()
+    arrived = 0
+
+    async def handler(request: Request) -> Response:
+        nonlocal arrived
+        arrived += 1
+        await gate.wait()
+        return Response(200, [], BytesBody(request.target))
+
+    rec = Recorder(handler, max_concurrent_streams=2)
+    client = await start(nursery, rec)
+    for sid in (1, 3, 5):  # sent before the server's SETTINGS are read, so h2 lets us
+        await client.request(sid, path=b"/%d" % sid)
+    refused = await client.wait_for(
+        lambda e: isinstance(e, h2.events.StreamReset) and e.stream_id == 5
+    )
+    assert isinstance(refused, h2.events.StreamReset)
+    assert refused.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+    await until(lambda: arrived == 2)
+    gate.set()
+    assert (await client.response(1))[1] == b"/1"
+    assert (await client.response(3))[1] == b"/3"
+
+
+async def test_rapid_reset_gets_enhance_your_calm(nursery: trio.Nursery) -> None:
+    rec = Recorder(hello, max_resets_per_second=5)
+    client = await start(nursery, rec)
+    for sid in range(1, 30, 2):
+        client.conn.send_headers(
+            sid,
+            [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http"), (b":authority", b"h")],
+        )
+        client.conn.reset_stream(sid)
+    await client.flush()
+    event = await client.wait_for(goaway)
+    assert isinstance(event, h2.events.ConnectionTerminated)
+    assert event.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    await client.wait_eof()
+
+
+async def test_ping_flood_gets_goaway(nursery: trio.Nursery) -> None:
+    rec = Recorder(hello, max_control_frames_per_second=10)
+    client = await start(nursery, rec)
+    for i in range(20):
+        client.conn.ping(b"%08d" % i)
+    await client.flush()
+    event = await client.wait_for(goaway)
+    assert isinstance(event, h2.events.ConnectionTerminated)
+    assert event.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert rec.stats.cx_protocol_error.value == 1
+
+
+async def test_empty_data_flood_gets_goaway(nursery: trio.Nursery) -> None:
+    rec = Recorder(echo, max_empty_frames=5)
+    client = await start(nursery, rec)
+    await client.request(1, b"POST", end=False)
+    for _ in range(10):
+        client.conn.send_data(1, b"")
+    await client.flush()
+    event = await client.wait_for(goaway)
+    assert isinstance(event, h2.events.ConnectionTerminated)
+    assert event.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+
+
+async def test_protocol_error_gets_goaway(nursery: trio.Nursery) -> None:
+    rec = Recorder(hello)
+    client = await start(nursery, rec)
+    await client.stream.send_all(
+        b"\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+    )  # bad WINDOW_UPDATE
+    event = await client.wait_for(goaway)
+    assert isinstance(event, h2.events.ConnectionTerminated)
+    assert event.error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    await client.wait_eof()
+
+
+async def test_drain_sends_goaway_and_finishes_open_streams(nursery: trio.Nursery) -> None:
+    gate = trio.Event()
+
+    async def handler(request: Request) -> Response:
+        await gate.wait()
+        return await hello(request)
+
+    rec = Recorder(handler)
+    draining = trio.Event()
+    client = await start(nursery, rec, draining=draining)
+    await client.request(1)
+    await client.wait_for(lambda e: isinstance(e, h2.events.SettingsAcknowledged))
+    await until(lambda: bool(rec.requests))
+    draining.set()
+    await trio.testing.wait_all_tasks_blocked()
+    await client.request(3)  # sent before the client reads the GOAWAY: refused
+    # h2's client state machine stops at GOAWAY, so read the rest as raw frames.
+    raw = await read_until_frame(client, GoAwayFrame)
+    gate.set()
+    frames = parse_frames(raw + await read_to_eof(client.stream))
+    kinds = [(type(f).__name__, f.stream_id) for f in frames]
+    assert kinds == [
+        ("GoAwayFrame", 0),
+        ("RstStreamFrame", 3),
+        ("HeadersFrame", 1),
+        ("DataFrame", 1),
+    ]
+    goaway_frame, reset = frames[0], frames[1]
+    assert isinstance(goaway_frame, GoAwayFrame)
+    assert isinstance(reset, RstStreamFrame)
+    assert (goaway_frame.error_code, goaway_frame.last_stream_id) == (0, 1)
+    assert reset.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+    assert "END_STREAM" in frames[3].flags
+    assert rec.completed[0][1:] == (200, None)
+
+
+async def read_until_frame(client: H2Client, kind: type[Frame]) -> bytes:
+    data = b""
+    with trio.fail_after(5):
+        while not any(isinstance(f, kind) for f in parse_frames(data)):
+            data += await client.stream.receive_some(65536)
+    return data
+
+
+async def test_body_error_resets_only_that_stream(nursery: trio.Nursery) -> None:
+    async def handler(request: Request) -> Response:
+        if request.target == b"/bad":
+            return Response(200, [], ChunkBody([b"abc"], fail=UpstreamRemoteReset()))
+        return await hello(request)
+
+    rec = Recorder(handler)
+    client = await start(nursery, rec)
+    await client.request(1, path=b"/bad")
+    _, _, events = await client.response(1)
+    (reset,) = [e for e in events if isinstance(e, h2.events.StreamReset)]
+    assert reset.error_code == h2.errors.ErrorCodes.INTERNAL_ERROR
+    await trio.testing.wait_all_tasks_blocked()
+    assert isinstance(rec.completed[0][2], UpstreamRemoteReset)
+    assert rec.completed[0][0].info.response_flags == ["UR"]
+    await client.request(3)
+    assert (await client.response(3))[1] == b"hi"
+
+
+async def test_idle_connection_gets_goaway(nursery: trio.Nursery, autojump_clock: object) -> None:
+    rec = Recorder(hello, idle_timeout=3.0)
+    client = await start(nursery, rec)
+    await client.request(1)
+    await client.response(1)
+    event = await client.wait_for(goaway)
+    assert isinstance(event, h2.events.ConnectionTerminated)
+    assert event.error_code == h2.errors.ErrorCodes.NO_ERROR
+    await client.wait_eof()
+    await trio.testing.wait_all_tasks_blocked()
+    assert rec.stats.cx_active.value == 0
+
+
+async def test_no_headers_after_preface_times_out(
+    nursery: trio.Nursery, autojump_clock: object
+) -> None:
+    rec = Recorder(hello, header_read_timeout=2.0, idle_timeout=0.0)  # 0: no idle limit
+    client = await start(nursery, rec)
+    event = await client.wait_for(goaway)
+    assert isinstance(event, h2.events.ConnectionTerminated)
+    await client.wait_eof()
+
+
+async def test_too_many_headers_gets_431(nursery: trio.Nursery) -> None:
+    rec = Recorder(hello, max_headers=2)
+    client = await start(nursery, rec)
+    await client.request(1, extra=[(b"x-%d" % i, b"v") for i in range(3)])
+    headers, _, _ = await client.response(1)
+    assert headers[b":status"] == b"431"
+    assert rec.requests == []
