@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import msgspec
@@ -22,8 +23,8 @@ class Duration(float):
             seconds = cls._parse_text(value.strip())
         else:
             raise ValueError(f"expected a duration such as 15s or 250ms, got {value!r}")
-        if seconds < 0:
-            raise ValueError(f"a duration cannot be negative, got {value!r}")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"a duration must be finite and not negative, got {value!r}")
         return cls(seconds)
 
     @classmethod

@@ -16,7 +16,7 @@ import yaml
 from config import schema
 from config.loader import ConfigError, Problem, check_references, format_problems, load_file
 from proxy import app as app_module
-from proxy.server import serve
+from proxy.server import Bound, serve
 
 EXIT_CONFIG = 2
 
@@ -161,11 +161,16 @@ async def _run(app: app_module.App) -> None:
                     log.info("%s: draining", signal.Signals(signum).name)
                     shutdown.set()
 
+        async def run_server(
+            task_status: trio.TaskStatus[Bound] = trio.TASK_STATUS_IGNORED,
+        ) -> None:
+            await serve(app, shutdown, task_status=task_status)
+            nursery.cancel_scope.cancel()  # drained: stop watching for signals too
+
         nursery.start_soon(watch_signals)
-        bound = await nursery.start(serve, app, shutdown)
+        bound = await nursery.start(run_server)
         for name, (host, port) in bound.addresses.items():
             log.info("listening: %s on %s:%d", name, host, port)
-        await shutdown.wait()
     log.info("stopped")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from dataclasses import dataclass, field
 
 import h2.config
@@ -76,7 +77,7 @@ async def backend(
             await serve_connection(stream, ctx)
 
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(trio.serve_tcp, on_connection, 0, "127.0.0.1")
+        listeners = await nursery.start(partial(trio.serve_tcp, host="127.0.0.1"), on_connection, 0)
         try:
             yield int(listeners[0].socket.getsockname()[1])
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import h11
@@ -34,7 +35,7 @@ async def raw_backend(
             await behave(stream)
 
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(trio.serve_tcp, on_connection, 0, "127.0.0.1")
+        listeners = await nursery.start(partial(trio.serve_tcp, host="127.0.0.1"), on_connection, 0)
         try:
             yield int(listeners[0].socket.getsockname()[1])
         finally:

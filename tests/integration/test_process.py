@@ -65,6 +65,8 @@ async def meshwire_process(*args: str) -> AsyncIterator[trio.Process]:
         if proc.poll() is None:
             proc.kill()
             await proc.wait()
+            raise AssertionError("meshwire did not drain and exit on SIGTERM")
+    assert proc.returncode == 0, f"meshwire exited with {proc.returncode} after SIGTERM"
 
 
 def test_validate_reports_every_problem_with_its_path() -> None:
