@@ -1,0 +1,329 @@
+"""HTTP/1.1 client connections (h11): one exchange at a time, full duplex, keep-alive aware."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import h11
+import trio
+
+from proxy.http.errors import ProxyError, UpstreamProtocolError, UpstreamReset
+from proxy.http.model import Body, BytesBody, EmptyBody, Headers, Request, Response
+from proxy.upstream.connect import close_quietly
+from proxy.upstream.outgoing import Outgoing, RetryableReset
+
+if TYPE_CHECKING:
+    from proxy.upstream.balancer import Host
+    from proxy.upstream.pool import H1Pool
+
+RECV_SIZE = 65536
+_IO_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+# Set by us (framing, Host) or meaningless on a new hop.
+_REQUEST_DROP = frozenset((b"content-length", b"transfer-encoding", b"host"))
+# Connection-specific response headers (RFC 9110 §7.6.1); the Body carries the de-framed bytes.
+_RESPONSE_DROP = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+_CHUNKED = (b"transfer-encoding", b"chunked")
+
+
+def request_headers(request: Request, out: Outgoing, default_host: bytes) -> Headers:
+    """The request's headers with exactly one Host and our own framing headers."""
+    host: bytes | None = None
+    headers: Headers = []
+    for item in request.headers:
+        name = item[0]
+        if name in _REQUEST_DROP:
+            if name == b"host" and host is None:
+                host = item[1]
+            continue
+        headers.append(item)
+    headers.insert(0, (b"host", host or request.authority or default_host))
+    if out.trailers or out.length is None:
+        headers.append(_CHUNKED)
+    elif out.length or request.method not in (b"GET", b"HEAD", b"DELETE", b"OPTIONS"):
+        headers.append((b"content-length", str(out.length).encode()))
+    return headers
+
+
+class _Upload:
+    """Streams a request body to the connection while the response is being read."""
+
+    __slots__ = ("body", "chunked", "conn", "done", "error", "ok", "scope")
+
+    def __init__(self, conn: H1Connection, body: Body, chunked: bool) -> None:
+        self.conn = conn
+        self.body = body
+        self.chunked = chunked
+        self.scope = trio.CancelScope()
+        self.done = trio.Event()
+        self.ok = False
+        self.error: BaseException | None = None
+
+    async def run(self) -> None:
+        conn = self.conn
+        try:
+            with self.scope:
+                while chunk := await self.body.read():
+                    await conn.stream.send_all(conn.h11.send(h11.Data(data=chunk)))
+                # Trailers travel only in chunked framing (RFC 9112 §7.1.2).
+                trailers = self.body.trailers if self.chunked else None
+                end = h11.EndOfMessage(headers=trailers) if trailers else h11.EndOfMessage()
+                await conn.stream.send_all(conn.h11.send(end))
+                self.ok = True
+        except _IO_ERRORS:
+            pass  # the upstream went away; the response side reports it
+        except Exception as exc:
+            # The request body itself failed (downstream gone): abandon the exchange.
+            self.error = exc
+            await close_quietly(conn.stream)
+        finally:
+            self.done.set()
+
+
+class H1Connection:
+    """One keep-alive connection; `exchange` runs one request on it and hands back a Response."""
+
+    __slots__ = (
+        "_got_bytes",
+        "_upload",
+        "closed",
+        "h11",
+        "host",
+        "idle_since",
+        "pool",
+        "requests",
+        "stream",
+    )
+
+    def __init__(self, stream: trio.abc.Stream, host: Host, pool: H1Pool) -> None:
+        self.stream = stream
+        self.host = host
+        self.pool = pool
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=65536)
+        self.idle_since = trio.current_time()
+        self.requests = 0
+        self.closed = False
+        self._upload: _Upload | None = None
+        self._got_bytes = False
+
+    async def exchange(self, request: Request, out: Outgoing, nursery: trio.Nursery) -> Response:
+        """Send `request` and read the response head; on failure the connection is discarded
+        (and `host.end` already called) before the error propagates."""
+        self.requests += 1
+        self._got_bytes = False
+        h = self.h11
+        try:
+            try:
+                head = (
+                    h.send(
+                        h11.Request(
+                            method=request.method,
+                            target=request.target,
+                            headers=request_headers(request, out, self.pool.default_host),
+                        )
+                    )
+                    or b""
+                )
+                data = out.data
+                if data is not None:
+                    if data:
+                        head += h.send(h11.Data(data=data)) or b""
+                    if out.trailers:
+                        head += h.send(h11.EndOfMessage(headers=out.trailers)) or b""
+                    else:
+                        head += h.send(h11.EndOfMessage()) or b""
+                    await self.stream.send_all(head)
+                else:
+                    assert out.stream is not None
+                    await self.stream.send_all(head)
+                    self._upload = _Upload(self, out.stream, chunked=out.length is None)
+                    nursery.start_soon(self._upload.run)
+            except h11.LocalProtocolError as exc:
+                raise UpstreamProtocolError(f"cannot send request: {exc}") from exc
+            except _IO_ERRORS as exc:
+                if self.requests > 1:
+                    raise RetryableReset(f"stale keep-alive connection: {exc!r}") from exc
+                raise UpstreamReset(f"connection lost while sending: {exc!r}") from exc
+            return await self._read_head()
+        except BaseException as exc:
+            await self.finish(False, error=not isinstance(exc, trio.Cancelled))
+            raise
+
+    async def _receive(self) -> bytes:
+        try:
+            data = await self.stream.receive_some(RECV_SIZE)
+        except _IO_ERRORS as exc:
+            raise self._lost(f"connection lost: {exc!r}") from exc
+        if not data:
+            raise self._lost("upstream closed the connection")
+        self._got_bytes = True
+        return bytes(data)
+
+    def _lost(self, why: str) -> ProxyError:
+        upload = self._upload
+        if upload is not None and upload.error is not None:
+            if isinstance(upload.error, ProxyError):
+                return upload.error
+            return UpstreamReset(f"request body failed: {upload.error!r}")
+        if not self._got_bytes and self.requests > 1 and upload is None:
+            return RetryableReset(f"stale keep-alive connection: {why}")
+        return UpstreamReset(why)
+
+    async def _read_head(self) -> Response:
+        h = self.h11
+        while True:
+            try:
+                event = h.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise UpstreamProtocolError(f"malformed response: {exc}") from exc
+            if event is h11.NEED_DATA:
+                h.receive_data(await self._receive())
+            elif type(event) is h11.Response:
+                break
+            elif type(event) is h11.InformationalResponse:
+                if event.status_code == 101:
+                    raise UpstreamProtocolError("101 Switching Protocols is not supported")
+            else:
+                raise UpstreamProtocolError(f"unexpected {event!r} before the response")
+        headers = [item for item in event.headers if item[0] not in _RESPONSE_DROP]
+        status = event.status_code
+        # Whatever body bytes came with the head are parsed now; a body that is already complete
+        # frees the connection before the consumer even starts reading.
+        chunks: list[bytes] = []
+        while True:
+            try:
+                event = h.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise UpstreamProtocolError(f"malformed response body: {exc}") from exc
+            if type(event) is h11.Data:
+                if event.data:
+                    chunks.append(bytes(event.data))
+            elif type(event) is h11.EndOfMessage:
+                trailers = list(event.headers) or None
+                await self.finish(True)
+                if not chunks:
+                    return Response(status, headers, EmptyBody(trailers))
+                return Response(status, headers, BytesBody(b"".join(chunks), trailers))
+            else:
+                break
+        length: int | None = None
+        for name, value in headers:
+            if name == b"content-length":
+                length = int(value)
+                break
+        return Response(status, headers, H1Body(self, chunks, length))
+
+    async def read_chunk(self) -> bytes | Headers | None:
+        """The next body chunk; at the end, the trailers (a list) or None."""
+        h = self.h11
+        eof = False
+        while True:
+            try:
+                event = h.next_event()
+            except h11.RemoteProtocolError as exc:
+                if eof:
+                    raise UpstreamReset("upstream closed the connection mid-body") from exc
+                raise UpstreamProtocolError(f"malformed response body: {exc}") from exc
+            if event is h11.NEED_DATA:
+                try:
+                    data = await self.stream.receive_some(RECV_SIZE)
+                except _IO_ERRORS as exc:
+                    raise UpstreamReset(f"connection lost mid-body: {exc!r}") from exc
+                eof = not data
+                h.receive_data(bytes(data))
+            elif type(event) is h11.Data:
+                if event.data:
+                    return bytes(event.data)
+            elif type(event) is h11.EndOfMessage:
+                return list(event.headers) or None
+            else:
+                raise UpstreamProtocolError(f"unexpected {event!r} in the response body")
+
+    async def finish(self, ok: bool, error: bool | None = None) -> None:
+        """End the exchange: back to the pool when both sides are cleanly done, else close.
+        `error` (default: not ok) is whether the host's error count goes up."""
+        if error is None:
+            error = not ok
+        upload, self._upload = self._upload, None
+        if upload is not None and not upload.done.is_set():
+            if ok and self.h11.our_state is h11.DONE:
+                # Only the last write is still in flight; let it land before reuse.
+                try:
+                    await upload.done.wait()
+                except BaseException:
+                    upload.scope.cancel()
+                    await self._discard(error)
+                    raise
+            else:
+                upload.scope.cancel()
+        h = self.h11
+        if (
+            ok
+            and (upload is None or upload.ok)
+            and h.our_state is h11.DONE
+            and h.their_state is h11.DONE
+        ):
+            h.start_next_cycle()
+            self.host.end(False)
+            self.idle_since = trio.current_time()
+            if not self.pool.release(self):
+                await self.close()
+        else:
+            await self._discard(error)
+
+    async def _discard(self, error: bool) -> None:
+        self.host.end(error)
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the socket (idempotent) and give its pool slot back."""
+        if not self.closed:
+            self.closed = True
+            self.pool.forget(self)
+        await close_quietly(self.stream)
+
+
+class H1Body:
+    """A response body pulled from the connection as the consumer reads it."""
+
+    __slots__ = ("_conn", "_error", "_prefix", "length", "trailers")
+
+    def __init__(self, conn: H1Connection, prefix: list[bytes], length: int | None) -> None:
+        self._conn: H1Connection | None = conn
+        self._prefix = prefix
+        self._error: ProxyError | None = None
+        self.length = length
+        self.trailers: Headers | None = None
+
+    async def read(self) -> bytes:
+        if self._prefix:
+            return self._prefix.pop(0)
+        conn = self._conn
+        if conn is None:
+            if self._error is not None:
+                raise self._error
+            return b""
+        try:
+            chunk = await conn.read_chunk()
+        except BaseException as exc:
+            # Cancelled or failed mid-body: the connection is half-used and cannot be reused.
+            self._conn = None
+            if isinstance(exc, ProxyError):
+                self._error = exc
+            else:
+                self._error = UpstreamReset("response body abandoned mid-read")
+            await conn.finish(False, error=isinstance(exc, ProxyError))
+            raise
+        if isinstance(chunk, bytes):
+            return chunk
+        self._conn = None
+        self.trailers = chunk
+        await conn.finish(True)
+        return b""
+
+    async def aclose(self) -> None:
+        self._prefix.clear()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.finish(False, error=False)
