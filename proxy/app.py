@@ -57,7 +57,7 @@ def build_listener_chain(listener: schema.Listener, clusters: ClusterManager) ->
     if not is_terminal(terminal_cfg.__struct_config__.tag):  # type: ignore[arg-type]
         raise ValueError(f"listener {listener.name!r}: the last filter must be terminal")
     chain: list[Filter] = [
-        RescueFilter(),  # type: ignore[list-item]
+        RescueFilter(),
         ConnectionManagerFilter(
             generate_request_id=listener.generate_request_id,
             use_remote_address=listener.use_remote_address,

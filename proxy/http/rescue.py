@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+from proxy.chain import Handler
 from proxy.http.errors import ProxyError
 from proxy.http.model import Request, Response, StreamInfo
 
@@ -38,12 +39,8 @@ def rescue(exc: Exception, info: StreamInfo | None = None) -> Response:
 class RescueFilter:
     """First link of every chain: nothing escapes it except cancellation."""
 
-    async def __call__(self, request: Request, next: object, /) -> Response:
-        from proxy.chain import Handler
-
-        assert callable(next)
-        handler: Handler = next  # type: ignore[assignment]
+    async def __call__(self, request: Request, next: Handler, /) -> Response:
         try:
-            return await handler(request)
+            return await next(request)
         except Exception as exc:  # the one broad catch, by design
             return rescue(exc, request.info)

@@ -188,10 +188,13 @@ class H2ClientConnection:
             await self.finish(stream, error=not isinstance(exc, trio.Cancelled))
             raise
         length: int | None = None
-        for name, value in stream.headers:
-            if name == b"content-length":
-                length = int(value)
-                break
+        if stream.ended and not stream.chunks and stream.trailers is None:
+            length = 0  # END_STREAM rode on HEADERS: a gRPC trailers-only reply must stay one
+        else:
+            for name, value in stream.headers:
+                if name == b"content-length":
+                    length = int(value)
+                    break
         return Response(stream.status, stream.headers, H2Body(self, stream, length))
 
     # --- writing ------------------------------------------------------------------------------

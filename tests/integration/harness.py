@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 
 import h2.config
 import h2.connection
