@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import trio
-from proxy.upstream.manager import ClusterManager
 
 from filters.connection.hop_by_hop import strip_hop_by_hop
 from proxy.http.errors import NoCluster, NoRoute, UpstreamTimeout
 from proxy.http.model import Body, BytesBody, Headers, Request, Response
 from proxy.routing import RouteTable
+from proxy.upstream.manager import ClusterManager
 
 
 class DeadlineBody:

@@ -214,14 +214,20 @@ class H2Client:
     @asynccontextmanager
     async def connect(cls, port: int) -> AsyncIterator[H2Client]:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
-        async with stream:
-            client = cls(stream)
-            client.conn.initiate_connection()
-            await client.flush()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(client._reader)
-                yield client
-                nursery.cancel_scope.cancel()
+        async with stream, cls.over(stream) as client:
+            yield client
+
+    @classmethod
+    @asynccontextmanager
+    async def over(cls, stream: trio.abc.Stream) -> AsyncIterator[H2Client]:
+        """Speak HTTP/2 on an already open stream (e.g. TLS after ALPN chose h2)."""
+        client = cls(stream)
+        client.conn.initiate_connection()
+        await client.flush()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client._reader)
+            yield client
+            nursery.cancel_scope.cancel()
 
     async def flush(self) -> None:
         async with self.lock:
