@@ -25,6 +25,7 @@ from proxy.downstream.common import (
 )
 from proxy.downstream.context import ConnectionContext
 from proxy.downstream.h2_stream import H2Body, H2Stream, send_response
+from proxy.h2compat import allow_streams_after_goaway
 from proxy.http.errors import DownstreamDisconnect, HeadersTooLarge
 from proxy.http.model import Body, EmptyBody, Headers
 from proxy.http.rescue import error_response
@@ -244,7 +245,12 @@ class H2Server:
         elif isinstance(event, h2.events.PingReceived):
             self.guard.control_frame(trio.current_time())
         elif isinstance(event, h2.events.ConnectionTerminated):
-            return True  # h2 refuses to send after a peer GOAWAY; open streams cannot finish
+            if event.error_code != NO_ERROR or not self.streams:
+                return True
+            # A graceful peer GOAWAY: no new streams will come; let the open ones finish.
+            allow_streams_after_goaway(self.h2)
+            self.goaway_sent = True
+            self._update_deadline()
         return False
 
     def _on_data(self, event: h2.events.DataReceived) -> None:

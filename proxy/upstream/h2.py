@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import h2.config
 import h2.connection
@@ -13,6 +13,7 @@ import h2.settings
 import trio
 from h2.errors import ErrorCodes
 
+from proxy.h2compat import allow_streams_after_goaway
 from proxy.http.errors import ProxyError, UpstreamProtocolError, UpstreamRemoteReset, UpstreamReset
 from proxy.http.model import Headers, Request, Response
 from proxy.upstream.connect import close_quietly
@@ -29,33 +30,6 @@ CONNECTION_WINDOW = 16 * 1024 * 1024
 _IO_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 # h2 raises these when a stream or the connection is already gone.
 H2_ERRORS = (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError)
-
-_CS = h2.connection.ConnectionState
-_CI = h2.connection.ConnectionInputs
-# h2 moves the connection to CLOSED on receiving GOAWAY and then rejects every frame, but RFC 9113
-# §6.8 lets streams at or below last_stream_id run to completion. Accepting these inputs in CLOSED
-# keeps them alive; we never open new streams after a GOAWAY ourselves.
-_GRACEFUL_CLOSED: dict[tuple[Any, Any], tuple[None, Any]] = {
-    **h2.connection.H2ConnectionStateMachine._transitions,
-    **{
-        (_CS.CLOSED, getattr(_CI, name)): (None, _CS.CLOSED)
-        for name in (
-            "RECV_HEADERS",
-            "RECV_DATA",
-            "RECV_WINDOW_UPDATE",
-            "RECV_PING",
-            "RECV_SETTINGS",
-            "RECV_RST_STREAM",
-            "RECV_PRIORITY",
-            "SEND_HEADERS",
-            "SEND_DATA",
-            "SEND_WINDOW_UPDATE",
-            "SEND_PING",
-            "SEND_SETTINGS",
-            "SEND_RST_STREAM",
-        )
-    },
-}
 
 
 class H2ClientConnection:
@@ -104,7 +78,7 @@ class H2ClientConnection:
         self.write_timeout = write_timeout
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self.h2 = h2.connection.H2Connection(config=config)
-        self.h2.state_machine._transitions = _GRACEFUL_CLOSED
+        allow_streams_after_goaway(self.h2)
         self.h2.local_settings = h2.settings.Settings(
             client=True,
             initial_values={

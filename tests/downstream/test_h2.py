@@ -10,6 +10,7 @@ import trio.testing
 from hyperframe.frame import Frame, GoAwayFrame, RstStreamFrame
 
 from proxy.downstream.h2 import serve_h2
+from proxy.h2compat import allow_streams_after_goaway
 from proxy.http.errors import DownstreamDisconnect, UpstreamRemoteReset
 from proxy.http.model import BytesBody, Request, Response, read_all
 from tests.downstream.helpers import (
@@ -332,3 +333,25 @@ async def test_too_many_headers_gets_431(nursery: trio.Nursery) -> None:
     headers, _, _ = await client.response(1)
     assert headers[b":status"] == b"431"
     assert rec.requests == []
+
+
+async def test_peer_graceful_goaway_lets_open_streams_finish(nursery: trio.Nursery) -> None:
+    gate = trio.Event()
+
+    async def handler(request: Request) -> Response:
+        await gate.wait()
+        return await hello(request)
+
+    rec = Recorder(handler)
+    client = await start(nursery, rec)
+    allow_streams_after_goaway(client.conn)  # a client that, like RFC 9113 §6.8, reads on
+    await client.request(1)
+    await until(lambda: bool(rec.requests))
+    client.conn.close_connection(error_code=h2.errors.ErrorCodes.NO_ERROR, last_stream_id=0)
+    await client.flush()
+    await trio.testing.wait_all_tasks_blocked()
+    gate.set()
+    headers, body, _ = await client.response(1)
+    assert (headers[b":status"], body) == (b"200", b"hi")
+    await client.wait_eof()  # and the server closes once the last stream is done
+    assert rec.completed[0][1:] == (200, None)

@@ -19,6 +19,7 @@ from proxy.app import App, build
 from proxy.chain import Handler
 from proxy.downstream.context import ConnectionContext
 from proxy.downstream.negotiate import serve_connection
+from proxy.h2compat import allow_streams_after_goaway
 from proxy.server import Bound, serve
 from proxy.stats import ListenerStats, Stats
 
@@ -203,6 +204,7 @@ class H2Client:
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
+        allow_streams_after_goaway(self.conn)  # as real clients do, finish streams after GOAWAY
         self.lock = trio.Lock()
         self.replies: dict[int, Reply] = {}
         self.done: dict[int, trio.Event] = {}
