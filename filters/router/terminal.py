@@ -6,9 +6,11 @@ import trio
 
 from filters.connection.hop_by_hop import strip_hop_by_hop
 from proxy.http.errors import NoCluster, NoRoute, UpstreamTimeout
-from proxy.http.model import Body, BytesBody, Headers, Request, Response
+from proxy.http.model import Body, BytesBody, EmptyBody, Headers, Request, Response
 from proxy.routing import RouteTable
 from proxy.upstream.manager import ClusterManager
+
+_COMPLETE_BODIES = frozenset({BytesBody, EmptyBody})
 
 
 class DeadlineBody:
@@ -73,7 +75,8 @@ class Router:
                 response = await cluster.send(request)
             if scope.cancelled_caught:
                 raise UpstreamTimeout(f"no response from cluster {name!r} within {route.timeout}s")
-            response.body = DeadlineBody(response.body, deadline)
+            if type(response.body) not in _COMPLETE_BODIES:  # already in memory: nothing to time
+                response.body = DeadlineBody(response.body, deadline)
         else:
             response = await cluster.send(request)
         response.headers = strip_hop_by_hop(response.headers)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Awaitable, Callable, Iterator
 from http import HTTPStatus
 
 import trio
@@ -12,6 +14,7 @@ from proxy.downstream.context import ConnectionContext
 from proxy.http.errors import ProxyError
 from proxy.http.model import Body, Headers, Request, Response, StreamInfo
 from proxy.http.rescue import rescue
+from proxy.stats import ListenerStats
 
 log = logging.getLogger("meshwire.downstream")
 
@@ -23,6 +26,29 @@ HOP_BY_HOP = frozenset(
 REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+@contextlib.contextmanager
+def counted_connection(stats: ListenerStats) -> Iterator[None]:
+    """Count one downstream connection for as long as the block runs."""
+    stats.cx_total.inc()
+    stats.cx_active.inc()
+    try:
+        yield
+    finally:
+        stats.cx_active.dec()
+
+
+async def run_guarded(
+    serve: Callable[[], Awaitable[None]], stream: trio.abc.Stream, ctx: ConnectionContext
+) -> None:
+    """Run a codec to the end of its connection: close the stream, never raise for the peer."""
+    try:
+        await serve()
+    except Exception:
+        log.exception("connection from %s failed", ctx.peer)
+    finally:
+        await trio.aclose_forcefully(stream)
 
 
 def deadline_after(seconds: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 from typing import cast
 
 import h11
@@ -14,10 +15,12 @@ from proxy.downstream.common import (
     REASONS,
     call_handler,
     complete,
+    counted_connection,
     deadline_after,
     log,
     new_request,
     note_failure,
+    run_guarded,
 )
 from proxy.downstream.context import ConnectionContext
 from proxy.http.errors import (
@@ -350,20 +353,10 @@ class _H1Server:
 
 async def run_h1(stream: trio.abc.Stream, ctx: ConnectionContext, initial: bytes = b"") -> None:
     """Serve HTTP/1.x until the connection ends; closes the stream, never raises for the peer."""
-    try:
-        await _H1Server(stream, ctx).run(initial)
-    except Exception:
-        log.exception("HTTP/1 connection from %s failed", ctx.peer)
-    finally:
-        await trio.aclose_forcefully(stream)
+    await run_guarded(partial(_H1Server(stream, ctx).run, initial), stream, ctx)
 
 
 async def serve_h1(stream: trio.abc.Stream, ctx: ConnectionContext, initial: bytes = b"") -> None:
     """Serve one HTTP/1.x connection, counting it in the listener's connection stats."""
-    stats = ctx.stats
-    stats.cx_total.inc()
-    stats.cx_active.inc()
-    try:
+    with counted_connection(ctx.stats):
         await run_h1(stream, ctx, initial)
-    finally:
-        stats.cx_active.dec()

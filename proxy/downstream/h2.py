@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from functools import partial
 
 import h2.config
 import h2.connection
@@ -18,10 +19,12 @@ from proxy.downstream.common import (
     PEER_GONE,
     call_handler,
     complete,
+    counted_connection,
     deadline_after,
     log,
     new_request,
     note_failure,
+    run_guarded,
 )
 from proxy.downstream.context import ConnectionContext
 from proxy.downstream.h2_stream import H2Body, H2Stream, send_response
@@ -364,20 +367,10 @@ class H2Server:
 
 async def run_h2(stream: trio.abc.Stream, ctx: ConnectionContext, initial: bytes = b"") -> None:
     """Serve HTTP/2 until the connection ends; closes the stream, never raises for the peer."""
-    try:
-        await H2Server(stream, ctx).run(initial)
-    except Exception:
-        log.exception("HTTP/2 connection from %s failed", ctx.peer)
-    finally:
-        await trio.aclose_forcefully(stream)
+    await run_guarded(partial(H2Server(stream, ctx).run, initial), stream, ctx)
 
 
 async def serve_h2(stream: trio.abc.Stream, ctx: ConnectionContext, initial: bytes = b"") -> None:
-    """Serve one HTTP/2 connection (prior knowledge or ALPN), counting it in the stats."""
-    stats = ctx.stats
-    stats.cx_total.inc()
-    stats.cx_active.inc()
-    try:
+    """Serve one HTTP/2 connection, counting it in the listener's connection stats."""
+    with counted_connection(ctx.stats):
         await run_h2(stream, ctx, initial)
-    finally:
-        stats.cx_active.dec()

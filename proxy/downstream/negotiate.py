@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import trio
 
-from proxy.downstream.common import PEER_GONE, deadline_after, log
+from proxy.downstream.common import PEER_GONE, counted_connection, deadline_after, run_guarded
 from proxy.downstream.context import ConnectionContext
 from proxy.downstream.h1 import run_h1, serve_h1
 from proxy.downstream.h2 import run_h2, serve_h2
@@ -40,29 +42,23 @@ async def _sniff(stream: trio.abc.Stream, ctx: ConnectionContext) -> bytes | Non
 
 async def serve_connection(stream: trio.abc.Stream, ctx: ConnectionContext) -> None:
     """Serve one accepted connection to its end; peer misbehaviour never raises out of here."""
-    stats = ctx.stats
-    stats.cx_total.inc()
-    stats.cx_active.inc()
-    try:
-        if ctx.alpn == "h2":
-            await run_h2(stream, ctx)
+    with counted_connection(ctx.stats):
+        await run_guarded(partial(_dispatch, stream, ctx), stream, ctx)
+
+
+async def _dispatch(stream: trio.abc.Stream, ctx: ConnectionContext) -> None:
+    """ALPN decides over TLS; otherwise the first bytes do (the h2c preface or HTTP/1)."""
+    if ctx.alpn == "h2":
+        await run_h2(stream, ctx)
+        return
+    initial = await _sniff(stream, ctx)
+    if initial is None:
+        return
+    if initial.startswith(PREFACE):
+        if "h2c" in ctx.protocols:
+            await run_h2(stream, ctx, initial)
             return
-        initial = await _sniff(stream, ctx)
-        if initial is None:
-            await trio.aclose_forcefully(stream)
-        elif initial.startswith(PREFACE):
-            if "h2c" in ctx.protocols:
-                await run_h2(stream, ctx, initial)
-            else:
-                stats.cx_protocol_error.inc()
-                await trio.aclose_forcefully(stream)
-        elif "http1" in ctx.protocols:
-            await run_h1(stream, ctx, initial)
-        else:
-            stats.cx_protocol_error.inc()
-            await trio.aclose_forcefully(stream)
-    except Exception:
-        log.exception("connection from %s failed", ctx.peer)
-        await trio.aclose_forcefully(stream)
-    finally:
-        stats.cx_active.dec()
+    elif "http1" in ctx.protocols:
+        await run_h1(stream, ctx, initial)
+        return
+    ctx.stats.cx_protocol_error.inc()

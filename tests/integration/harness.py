@@ -77,6 +77,20 @@ async def backend(
         with contextlib.suppress(trio.BrokenResourceError):
             await serve_connection(stream, ctx)
 
+    async with raw_backend(on_connection) as port:
+        yield port
+
+
+@asynccontextmanager
+async def raw_backend(
+    behave: Callable[[trio.SocketStream], Awaitable[None]],
+) -> AsyncIterator[int]:
+    """A TCP server on 127.0.0.1:<port> running `behave` per connection, until the block ends."""
+
+    async def on_connection(stream: trio.SocketStream) -> None:
+        async with stream:
+            await behave(stream)
+
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, host="127.0.0.1"), on_connection, 0)
         try:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 
 import h11
@@ -14,7 +11,14 @@ import trio
 
 from config import schema
 from proxy.http.model import BytesBody, Request, Response
-from tests.integration.harness import H1Client, H2Client, backend, meshwire, one_route_config
+from tests.integration.harness import (
+    H1Client,
+    H2Client,
+    backend,
+    meshwire,
+    one_route_config,
+    raw_backend,
+)
 
 DEADLINE = 20  # generous bound on waits; tests never assert elapsed time
 
@@ -22,24 +26,6 @@ DEADLINE = 20  # generous bound on waits; tests never assert elapsed time
 async def ok(request: Request) -> Response:
     await request.body.aclose()
     return Response(200, [(b"content-length", b"2")], BytesBody(b"ok"))
-
-
-@asynccontextmanager
-async def raw_backend(
-    behave: Callable[[trio.SocketStream], Awaitable[None]],
-) -> AsyncIterator[int]:
-    """An upstream written as raw socket behaviour, to misbehave precisely."""
-
-    async def on_connection(stream: trio.SocketStream) -> None:
-        async with stream:
-            await behave(stream)
-
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, host="127.0.0.1"), on_connection, 0)
-        try:
-            yield int(listeners[0].socket.getsockname()[1])
-        finally:
-            nursery.cancel_scope.cancel()
 
 
 async def read_head(stream: trio.SocketStream) -> bytes:
