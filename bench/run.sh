@@ -225,8 +225,12 @@ bench_target() {
     # After each test: a server that died invalidates that test's figure (and all later ones).
     measure_h1 "$name" "$h1port" "$pid"
     { ((R_H1_BAD > 0)) || ! alive "$pid" "wrk"; } && flags+=h1,
-    measure_h2 "$name" "$h2port" "$pid"
-    { ((R_H2_BAD > 0)) || ! alive "$pid" "h2load"; } && flags+=h2,
+    if [[ $h2port == - ]]; then   # an HTTP/1-only target (the naive reference proxy)
+        R_H2=-
+    else
+        measure_h2 "$name" "$h2port" "$pid"
+        { ((R_H2_BAD > 0)) || ! alive "$pid" "h2load"; } && flags+=h2,
+    fi
     measure_lat "$name" "$h1port"
     { ((R_LAT_BAD > 0)) || ! alive "$pid" "hey"; } && flags+=lat,
     [[ $want_rss == yes ]] && peak=$(mem_mb "$pid" VmHWM)   # high-water mark, after all load
@@ -241,6 +245,7 @@ run_proxy() {
     shift 4
     local p
     for p in "$h1port" "$h2port"; do
+        [[ $p == - ]] && continue
         if ! port_free "$p"; then
             log "$name: port $p is already in use by another process, skipping"
             record_row "$name" "port $p busy" "" "" "" "" "" "skip"
@@ -409,6 +414,8 @@ main() {
     run_proxy nginx 19001 19002 no nginx -e "$W/nginx.err" -p "$W" -c "$W/nginx.conf"
     run_proxy haproxy 19003 19013 no haproxy -db -f "$W/haproxy.cfg"
     run_proxy meshwire 19010 19010 yes bash -c "exec $MESHWIRE_CMD"
+    # The yardstick: a naive trio+h11 proxy (HTTP/1.1 only), measured in the same run.
+    run_proxy naive-h11 19020 - yes "$ROOT/.venv/bin/python" "$ROOT/bench/naive_proxy.py" 19020 18080
 
     # Optional extra rows: "name|cmd|port", separated by newlines or ";;".
     local entry name cmd port

@@ -87,7 +87,7 @@ class _Listener:
                     await trio.sleep(0.1)
                     continue
                 if self._stats.cx_active.value >= self._limits.max_connections:
-                    self._stats.cx_destroy_remote.inc()
+                    self._stats.cx_overflow.inc()
                     await trio.aclose_forcefully(stream)
                     continue
                 connections.start_soon(self._serve, stream)

@@ -67,6 +67,7 @@ class ListenerStats:
         "by_class",
         "cx_active",
         "cx_destroy_remote",
+        "cx_overflow",
         "cx_protocol_error",
         "cx_total",
         "rq_1xx",
@@ -87,6 +88,7 @@ class ListenerStats:
         self.cx_active = stats.gauge(p + "downstream_cx_active")
         self.cx_destroy_remote = stats.counter(p + "downstream_cx_destroy_remote")
         self.cx_protocol_error = stats.counter(p + "downstream_cx_protocol_error")
+        self.cx_overflow = stats.counter(p + "downstream_cx_overflow")  # over max_connections
         self.rq_total = stats.counter(p + "downstream_rq_total")
         self.rq_active = stats.gauge(p + "downstream_rq_active")
         self.rq_timeout = stats.counter(p + "downstream_rq_timeout")

@@ -63,7 +63,7 @@ class AdminHandler:
     async def __call__(self, request: Request, /) -> Response:
         await request.body.aclose()
         path, _, query = request.target.partition(b"?")
-        params = parse_qs(query.decode("latin-1"))
+        params = parse_qs(query.decode("latin-1"), keep_blank_values=True)
         if request.method in (b"GET", b"HEAD"):
             get = self._get.get(path)
             if get is not None:

@@ -97,7 +97,10 @@ def complete(
     ctx: ConnectionContext, request: Request, status: int, exc: BaseException | None
 ) -> None:
     """Count the response and call the listener's completion hook exactly once."""
-    ctx.stats.response(status)
+    stats = ctx.stats
+    stats.response(status)
+    if status == 413:
+        stats.rq_too_large.inc()
     hook = ctx.on_complete
     if hook is not None:
         try:

@@ -28,6 +28,7 @@ async def test_stats_count_requests_by_class_upstream_and_connections() -> None:
             text = (await admin.request("GET", "/stats")).body.decode()
             as_json = json.loads((await admin.request("GET", "/stats?format=json")).body)
             filtered = (await admin.request("GET", "/stats?filter=^cluster\\.")).body.decode()
+            used = (await admin.request("GET", "/stats?usedonly")).body.decode()
     stats = dict(line.split(": ") for line in text.strip().splitlines())
     assert stats["http.ingress.downstream_rq_2xx"] == "3"
     assert stats["http.ingress.downstream_rq_5xx"] == "1"
@@ -37,6 +38,8 @@ async def test_stats_count_requests_by_class_upstream_and_connections() -> None:
     assert stats["cluster.backend.upstream_rq_5xx"] == "1"
     assert stats["cluster.backend.upstream_cx_total"] == "1"  # keep-alive pool reused
     assert {s["name"]: s["value"] for s in as_json["stats"]}["http.ingress.downstream_rq_4xx"] == 0
+    assert "downstream_rq_4xx" not in used  # zero, so left out
+    assert "http.ingress.downstream_rq_2xx: 3" in used
     assert filtered
     assert all(line.startswith("cluster.") for line in filtered.splitlines())
 

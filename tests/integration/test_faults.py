@@ -161,3 +161,16 @@ async def test_graceful_drain_finishes_in_flight_requests() -> None:
                 await mw.stopped.wait()
             assert h2c.goaway is not None
     assert replies == {"h1": 200, "h1_close": 1, "h2": 200}
+
+
+async def test_connections_over_the_limit_are_closed_and_counted() -> None:
+    limits = schema.Limits(max_connections=1)
+    async with backend(ok) as port, meshwire(one_route_config(0, port, limits=limits)) as mw:
+        async with H1Client.connect(mw.port()) as first:
+            assert (await first.request("GET", "/")).status == 200  # now one connection is active
+            extra = await trio.open_tcp_stream("127.0.0.1", mw.port())
+            async with extra:
+                await extra.send_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                assert await read_until_eof(extra) == b""
+            assert (await first.request("GET", "/")).status == 200
+        assert mw.stat("http.ingress.downstream_cx_overflow") == 1

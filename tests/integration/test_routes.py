@@ -108,3 +108,4 @@ async def test_buffered_body_over_the_limit_is_413_and_the_connection_survives()
     assert large.status == 413
     assert after.status == 200
     assert (h2_large.status, h2_after.status) == (413, 200)
+    assert mw.stat("http.ingress.downstream_rq_too_large") == 2
