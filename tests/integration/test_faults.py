@@ -174,3 +174,51 @@ async def test_connections_over_the_limit_are_closed_and_counted() -> None:
                 assert await read_until_eof(extra) == b""
             assert (await first.request("GET", "/")).status == 200
         assert mw.stat("http.ingress.downstream_cx_overflow") == 1
+
+
+async def test_client_rst_stream_cancels_the_upstream_h2_stream() -> None:
+    arrived = trio.Event()
+    cancelled = trio.Event()
+
+    async def hang(request: Request) -> Response:
+        await request.body.aclose()
+        arrived.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()  # meshwire reset the upstream stream, so this handler was cancelled
+        raise AssertionError("unreachable")
+
+    async with backend(hang) as port:
+        config = one_route_config(0, port, upstream_protocol="h2c")
+        async with meshwire(config) as mw, H2Client.connect(mw.port()) as client:
+            await reset_once_upstream_has_it(client, arrived)
+            with trio.fail_after(DEADLINE):
+                await cancelled.wait()
+        assert mw.stat("http.ingress.downstream_rq_rx_reset") == 1
+
+
+async def test_client_rst_stream_closes_the_upstream_http1_connection() -> None:
+    arrived = trio.Event()
+    closed = trio.Event()
+
+    async def hold(stream: trio.SocketStream) -> None:
+        await read_head(stream)
+        arrived.set()
+        await read_until_eof(stream)  # an HTTP/1.1 request can only be abandoned by closing
+        closed.set()
+
+    async with raw_backend(hold) as port:
+        async with meshwire(one_route_config(0, port)) as mw, H2Client.connect(mw.port()) as client:
+            await reset_once_upstream_has_it(client, arrived)
+            with trio.fail_after(DEADLINE):
+                await closed.wait()
+        assert mw.stat("cluster.backend.upstream_cx_active") == 0
+
+
+async def reset_once_upstream_has_it(client: H2Client, arrived: trio.Event) -> None:
+    sid = await client.start("GET", "/hang")
+    with trio.fail_after(DEADLINE):
+        await arrived.wait()
+    client.conn.reset_stream(sid)
+    await client.flush()
