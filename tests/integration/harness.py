@@ -146,6 +146,7 @@ class Reply:
     headers: list[tuple[bytes, bytes]]
     body: bytes
     trailers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    received: int = 0  # body bytes, counted even when the client does not keep them
 
     def header(self, name: bytes) -> bytes | None:
         for k, v in self.headers:
@@ -225,6 +226,7 @@ class H2Client:
         self.resets: dict[int, int] = {}
         self.goaway: h2.events.ConnectionTerminated | None = None
         self.window_open = trio.Event()
+        self.keep_bodies = True  # False: count body bytes only (for very large bodies)
 
     @classmethod
     @asynccontextmanager
@@ -274,7 +276,9 @@ class H2Client:
             )
         elif isinstance(ev, h2.events.DataReceived):
             reply = self.replies[ev.stream_id]
-            reply.body += ev.data
+            reply.received += len(ev.data)
+            if self.keep_bodies:
+                reply.body += ev.data
             self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
         elif isinstance(ev, h2.events.TrailersReceived):
             self.replies[ev.stream_id].trailers = list(ev.headers)

@@ -13,7 +13,7 @@ from pathlib import Path
 import trio
 
 from proxy.http.model import BytesBody, Request, Response
-from tests.integration.harness import backend
+from tests.integration.harness import H2Client, backend
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "config" / "examples"
@@ -140,36 +140,44 @@ def test_dump_config_round_trips_through_validate(tmp_path: Path) -> None:
     assert check.returncode == 0, check.stderr
 
 
+CHUNK = b"m" * MB
+
+
+class Source:
+    """100 MB produced a megabyte at a time, never held whole."""
+
+    length: int | None = 100 * MB
+    trailers = None
+
+    def __init__(self) -> None:
+        self.left = 100
+
+    async def read(self) -> bytes:
+        if not self.left:
+            return b""
+        self.left -= 1
+        return CHUNK
+
+    async def aclose(self) -> None:
+        self.left = 0
+
+
+async def sink_or_source(request: Request) -> Response:
+    """POST: count the body and answer the size. GET: stream 100 MB back."""
+    if request.method == b"POST":
+        size = 0
+        while data := await request.body.read():
+            size += len(data)
+        body = str(size).encode()
+        return Response(200, [(b"content-length", str(len(body)).encode())], BytesBody(body))
+    await request.body.aclose()
+    return Response(200, [(b"content-length", str(100 * MB).encode())], Source())
+
+
 async def test_100_mb_each_way_streams_through_in_bounded_memory() -> None:
     """Upload 100 MB to a sink and download 100 MB from a source; the proxy's peak RSS stays low."""
-    chunk = b"m" * MB
-
-    class Source:
-        length: int | None = 100 * MB
-        trailers = None
-
-        def __init__(self) -> None:
-            self.left = 100
-
-        async def read(self) -> bytes:
-            if not self.left:
-                return b""
-            self.left -= 1
-            return chunk
-
-        async def aclose(self) -> None:
-            self.left = 0
-
-    async def handler(request: Request) -> Response:
-        if request.method == b"POST":
-            size = 0
-            while data := await request.body.read():
-                size += len(data)
-            body = str(size).encode()
-            return Response(200, [(b"content-length", str(len(body)).encode())], BytesBody(body))
-        await request.body.aclose()
-        return Response(200, [(b"content-length", str(100 * MB).encode())], Source())
-
+    chunk = CHUNK
+    handler = sink_or_source
     async with backend(handler) as upstream:
         listen = free_port()
         async with meshwire_process(
@@ -222,3 +230,22 @@ async def _drain_response(stream: trio.SocketStream) -> int:
             assert piece, "connection closed early"
             received += len(piece)
     return received
+
+
+async def test_100_mb_each_way_over_h2c_respects_flow_control_and_memory() -> None:
+    """The same through HTTP/2: credit flows back only as each side consumes."""
+    async with backend(sink_or_source) as upstream:
+        listen = free_port()
+        async with meshwire_process(
+            "--listen", f"127.0.0.1:{listen}", "--upstream", f"http://127.0.0.1:{upstream}"
+        ) as proc:
+            idle = rss_peak_mb(proc.pid)
+            async with H2Client.connect(listen) as client:
+                with trio.fail_after(DEADLINE):
+                    upload = await client.request("POST", "/sink", body=CHUNK * 100)
+                    client.keep_bodies = False  # count the 100 MB, do not keep it
+                    download = await client.request("GET", "/source")
+            peak = rss_peak_mb(proc.pid)
+    assert (upload.status, upload.body) == (200, str(100 * MB).encode())
+    assert (download.status, download.received) == (200, 100 * MB)
+    assert peak - idle < 64, f"peak RSS grew by {peak - idle:.0f} MB over idle {idle:.0f} MB"
