@@ -16,6 +16,7 @@ from proxy.admin.handler import AdminHandler
 from proxy.app import App, ListenerSpec
 from proxy.chain import Handler
 from proxy.downstream.context import ConnectionContext
+from proxy.downstream.hangup import HangupSweeper
 from proxy.downstream.negotiate import serve_connection
 from proxy.http.model import Request
 from proxy.stats import ListenerStats
@@ -67,6 +68,8 @@ class _Listener:
         self._ssl = ssl_context
         self._on_complete = on_complete
         self._draining = draining
+        # TLS hides a peer's close behind records we would have to read; plain TCP can be peeked.
+        self.hangup = HangupSweeper() if ssl_context is None else None
 
     async def accept_loop(
         self, listeners: list[trio.SocketListener], connections: trio.Nursery
@@ -119,6 +122,7 @@ class _Listener:
             )
             ctx.protocols = self._protocols
             ctx.on_complete = self._on_complete
+            ctx.hangup = self.hangup
             await serve_connection(conn, ctx)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.debug("listener %s: connection from %s ended: %s", self.name, peer, exc)
@@ -199,18 +203,23 @@ async def serve(
                 await trio.aclose_forcefully(s)
         raise
     try:
-        async with app.clusters, trio.open_nursery() as connections:
-            async with trio.open_nursery() as acceptors:
-                for listener, sockets in plan:
-                    acceptors.start_soon(listener.accept_loop, sockets, connections)
-                task_status.started(Bound(bound))
-                await shutdown.wait()
-                log.info(
-                    "draining: no new connections; waiting up to %ss", app.config.drain_timeout
-                )
-                acceptors.cancel_scope.cancel()
-            draining.set()
-            connections.cancel_scope.deadline = trio.current_time() + app.config.drain_timeout
+        async with app.clusters, trio.open_nursery() as sweepers:
+            for listener, _ in plan:
+                if listener.hangup is not None:
+                    sweepers.start_soon(listener.hangup.run)
+            async with trio.open_nursery() as connections:
+                async with trio.open_nursery() as acceptors:
+                    for listener, sockets in plan:
+                        acceptors.start_soon(listener.accept_loop, sockets, connections)
+                    task_status.started(Bound(bound))
+                    await shutdown.wait()
+                    log.info(
+                        "draining: stop accepting; waiting up to %ss", app.config.drain_timeout
+                    )
+                    acceptors.cancel_scope.cancel()
+                draining.set()
+                connections.cancel_scope.deadline = trio.current_time() + app.config.drain_timeout
+            sweepers.cancel_scope.cancel()  # the connections they watched are all gone
     finally:
         for access in access_logs:
             access.close()

@@ -8,6 +8,7 @@ import trio
 
 from config.schema import Limits
 from proxy.chain import Handler
+from proxy.downstream.hangup import HangupSweeper
 from proxy.http.model import Request
 from proxy.stats import ListenerStats
 
@@ -24,13 +25,15 @@ class ConnectionContext:
     `draining` is set by the server on shutdown: HTTP/1.1 answers with `Connection: close` and
     closes after the in-flight response; HTTP/2 sends GOAWAY and finishes open streams.
     `protocols` is what a cleartext connection may speak ("http1", "h2c"); TLS connections that
-    negotiated "h2" by ALPN are served as HTTP/2 regardless.
+    negotiated "h2" by ALPN are served as HTTP/2 regardless. `hangup`, when given, lets the
+    HTTP/1.1 codec notice a client that leaves while its request is in flight (plain TCP only).
     """
 
     __slots__ = (
         "alpn",
         "draining",
         "handler",
+        "hangup",
         "limits",
         "on_complete",
         "peer",
@@ -53,6 +56,7 @@ class ConnectionContext:
         draining: trio.Event | None = None,
         protocols: frozenset[str] = ALL_PROTOCOLS,
         on_complete: OnComplete | None = None,
+        hangup: HangupSweeper | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits
@@ -64,3 +68,4 @@ class ConnectionContext:
         self.draining = draining if draining is not None else trio.Event()
         self.protocols = protocols
         self.on_complete = on_complete
+        self.hangup = hangup

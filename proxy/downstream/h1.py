@@ -64,7 +64,7 @@ class H1Body:
 
 
 class _H1Server:
-    __slots__ = ("conn", "ctx", "idle_scope", "must_close", "request", "stream")
+    __slots__ = ("conn", "ctx", "fd", "idle_scope", "must_close", "request", "stream")
 
     def __init__(self, stream: trio.abc.Stream, ctx: ConnectionContext) -> None:
         self.stream = stream
@@ -73,6 +73,10 @@ class _H1Server:
             h11.SERVER, max_incomplete_event_size=ctx.limits.max_header_bytes
         )
         self.idle_scope: trio.CancelScope | None = None
+        # The socket a hang-up sweeper may peek at (plain TCP only; TLS records hide the EOF).
+        self.fd = -1
+        if ctx.hangup is not None and isinstance(stream, trio.SocketStream):
+            self.fd = stream.socket.fileno()
         self.must_close = False
         self.request: Request | None = None
 
@@ -195,10 +199,29 @@ class _H1Server:
         stats.rq_total.inc()
         stats.rq_active.inc()
         try:
-            response = await call_handler(ctx, request)
+            if self.fd >= 0 and length == 0:
+                watched = await self._call_watched(request)
+                if watched is None:
+                    gone = DownstreamDisconnect("client closed the connection during the request")
+                    return self._failed(request, 499, gone)
+                response = watched
+            else:
+                response = await call_handler(ctx, request)
             return await self._respond(request, response)
         finally:
             stats.rq_active.dec()
+
+    async def _call_watched(self, request: Request) -> Response | None:
+        """The handler's response, or None when the client hung up before it was ready."""
+        hangup = self.ctx.hangup
+        assert hangup is not None
+        with trio.CancelScope() as scope:
+            hangup.watch(self.fd, scope)
+            try:
+                return await call_handler(self.ctx, request)
+            finally:
+                hangup.unwatch(self.fd)
+        return None
 
     async def read_body(self, body: H1Body) -> bytes:
         conn = self.conn

@@ -222,3 +222,31 @@ async def reset_once_upstream_has_it(client: H2Client, arrived: trio.Event) -> N
         await arrived.wait()
     client.conn.reset_stream(sid)
     await client.flush()
+
+
+async def test_http1_client_hanging_up_cancels_the_upstream_request(tmp_path: Path) -> None:
+    arrived = trio.Event()
+    cancelled = trio.Event()
+
+    async def hang(request: Request) -> Response:
+        await request.body.aclose()
+        arrived.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+        raise AssertionError("unreachable")
+
+    log = tmp_path / "access.log"
+    async with backend(hang) as port:
+        config = one_route_config(0, port, upstream_protocol="h2c", access_log=str(log))
+        async with meshwire(config) as mw:
+            stream = await trio.open_tcp_stream("127.0.0.1", mw.port())
+            await stream.send_all(b"GET /long-poll HTTP/1.1\r\nhost: x\r\n\r\n")
+            with trio.fail_after(DEADLINE):
+                await arrived.wait()
+            await stream.aclose()
+            with trio.fail_after(DEADLINE):
+                await cancelled.wait()
+    [entry] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (entry["status"], entry["response_flags"]) == (499, "DC")
