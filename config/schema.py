@@ -133,7 +133,17 @@ class HeadersFilter(_Frozen, frozen=True, tag="headers"):
     response_remove: list[str] = msgspec.field(default_factory=list)
 
 
-FilterConfig = RouterFilter | BufferFilter | HeadersFilter
+class TracingFilter(_Frozen, frozen=True, tag="tracing"):
+    """A SERVER span per request and a CLIENT span per upstream attempt, with propagation."""
+
+    sampling_rate: float = 1.0  # parent-based: a sampled/unsampled parent decides, else this ratio
+    # Extracted in this order (the first present wins) and all injected toward the upstream.
+    propagators: list[Literal["tracecontext", "b3", "b3multi"]] = msgspec.field(
+        default_factory=lambda: ["tracecontext", "b3multi"]
+    )
+
+
+FilterConfig = RouterFilter | BufferFilter | HeadersFilter | TracingFilter
 
 
 class AccessLog(_Frozen, frozen=True):
@@ -182,6 +192,31 @@ class Cluster(_Frozen, frozen=True):
     max_concurrent_streams: int = 100  # per HTTP/2 connection
 
 
+class ZipkinExporter(_Frozen, frozen=True):
+    endpoint: str = "http://127.0.0.1:9411/api/v2/spans"
+    timeout: Duration = Duration(10.0)
+
+
+class OtlpExporter(_Frozen, frozen=True):
+    """Traces and metrics over OTLP (to an OpenTelemetry Collector, and so Application Insights)."""
+
+    endpoint: str  # grpc: host:port or http(s)://host:port; http/protobuf: base URL (+/v1/traces)
+    protocol: Literal["grpc", "http/protobuf"] = "http/protobuf"
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    insecure: bool = True  # grpc without TLS
+    timeout: Duration = Duration(10.0)
+
+
+class Telemetry(_Frozen, frozen=True):
+    service_name: str = "meshwire"
+    resource: dict[str, str] = msgspec.field(default_factory=dict)  # extra resource attributes
+    zipkin: ZipkinExporter | None = None
+    otlp: OtlpExporter | None = None
+    console: bool = False  # spans to stdout, for trying things out
+    max_queue_size: int = 2048  # spans waiting for export; beyond it they are dropped and counted
+    metric_export_interval: Duration = Duration(15.0)  # OTLP metrics push period
+
+
 class Admin(_Frozen, frozen=True):
     address: str = "127.0.0.1:9901"
 
@@ -191,6 +226,7 @@ class Config(_Frozen, frozen=True):
     listeners: list[Listener] = msgspec.field(default_factory=list)
     clusters: list[Cluster] = msgspec.field(default_factory=list)
     drain_timeout: Duration = Duration(30.0)
+    telemetry: Telemetry = msgspec.field(default_factory=Telemetry)
 
 
 def parse_address(text: str) -> tuple[str, int]:

@@ -15,8 +15,6 @@ from proxy.routing import RouteTable
 from proxy.stats import ListenerStats, Stats
 from proxy.upstream.manager import ClusterManager
 
-VERSION = "0.1.0"
-
 
 @dataclass(frozen=True)
 class ListenerSpec:

@@ -17,6 +17,7 @@ from config import schema
 from config.loader import ConfigError, Problem, check_references, format_problems, load_file
 from proxy import app as app_module
 from proxy.server import Bound, serve
+from proxy.version import VERSION
 
 EXIT_CONFIG = 2
 
@@ -28,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="meshwire",
         description="Observability-first service proxy (Envoy-style data plane).",
     )
-    parser.add_argument("--version", action="version", version=f"meshwire {app_module.VERSION}")
+    parser.add_argument("--version", action="version", version=f"meshwire {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser(

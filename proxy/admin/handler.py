@@ -15,8 +15,9 @@ import trio
 
 from config.schema import to_builtins
 from proxy.admin.prometheus import render as render_prometheus
-from proxy.app import VERSION, App
+from proxy.app import App
 from proxy.http.model import BytesBody, Request, Response
+from proxy.version import VERSION
 
 _JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"

@@ -121,11 +121,11 @@ def test_unknown_and_missing_filter_type() -> None:
     assert problems(text) == [
         (
             "$.listeners[0].filters[0].type",
-            "unknown type 'gzip'; must be one of router, buffer, headers",
+            "unknown type 'gzip'; must be one of router, buffer, headers, tracing",
         ),
         (
             "$.listeners[0].filters[1]",
-            "missing field 'type'; must be one of router, buffer, headers",
+            "missing field 'type'; must be one of router, buffer, headers, tracing",
         ),
     ]
 
@@ -424,7 +424,7 @@ def test_invalid_example_reports_everything() -> None:
         ("$.listeners[0].limits.max_headers", "expected int, got bool"),
         (
             "$.listeners[1].filters[0].type",
-            "unknown type 'gzip'; must be one of router, buffer, headers",
+            "unknown type 'gzip'; must be one of router, buffer, headers, tracing",
         ),
         ("$.clusters[0].lb_policy", "must be one of round_robin, least_request, got 'random'"),
         ("$.listeners[0].address", "address already used by $.admin"),
