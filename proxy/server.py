@@ -12,6 +12,7 @@ import trio
 
 from config import schema
 from exporters.access_log import AccessLog
+from exporters.telemetry import Instruments
 from proxy.admin.handler import AdminHandler
 from proxy.app import App, ListenerSpec
 from proxy.chain import Handler
@@ -19,6 +20,7 @@ from proxy.downstream.context import ConnectionContext
 from proxy.downstream.hangup import HangupSweeper
 from proxy.downstream.negotiate import serve_connection
 from proxy.http.model import Request
+from proxy.observe import Completion
 from proxy.stats import ListenerStats
 
 log = logging.getLogger("meshwire.server")
@@ -142,12 +144,14 @@ def _format_peer(stream: trio.SocketStream) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _listener_for(spec: ListenerSpec, draining: trio.Event, logs: list[AccessLog]) -> _Listener:
-    on_complete: OnComplete | None = None
+def _listener_for(
+    spec: ListenerSpec, draining: trio.Event, logs: list[AccessLog], instruments: Instruments | None
+) -> _Listener:
+    access: AccessLog | None = None
     if spec.config.access_log is not None:
         access = AccessLog(spec.config.access_log.path)
         logs.append(access)
-        on_complete = access.record
+    on_complete = Completion(access, instruments) if access or instruments else None
     return _Listener(
         spec.config.name,
         spec.handler,
@@ -178,7 +182,8 @@ async def serve(
     try:
         for spec in app.listeners:
             sockets = await trio.open_tcp_listeners(spec.port, host=spec.host)
-            plan.append((_listener_for(spec, draining, access_logs), sockets))
+            listener = _listener_for(spec, draining, access_logs, _instruments(app))
+            plan.append((listener, sockets))
             bound[spec.config.name] = _sockname(sockets[0])
         if app.admin is not None:
             admin = AdminHandler(app, shutdown, draining)
@@ -223,6 +228,11 @@ async def serve(
     finally:
         for access in access_logs:
             access.close()
+
+
+def _instruments(app: App) -> Instruments | None:
+    telemetry = getattr(app, "telemetry", None)
+    return telemetry.instruments if telemetry is not None else None
 
 
 def _sockname(listener: trio.SocketListener) -> tuple[str, int]:
