@@ -127,7 +127,7 @@ class AdminHandler:
         return _text(200, "".join(f"{n}: {v}\n" for n, v in items))
 
     def _prometheus(self, params: dict[str, list[str]]) -> Response:
-        body = render_prometheus(self._app.stats).encode()
+        body = render_prometheus(self._app.stats, self._app.telemetry).encode()
         return _reply(200, body, b"text/plain; version=0.0.4; charset=utf-8")
 
     def _clusters(self, params: dict[str, list[str]]) -> Response:

@@ -58,7 +58,7 @@ async def test_prometheus_text_has_types_and_labels() -> None:
     assert "# TYPE meshwire_http_downstream_cx_active gauge" in text
     sample = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[0-9.e+]+$")
     for line in text.splitlines():
-        assert line.startswith("# TYPE ") or sample.match(line), line
+        assert line.startswith(("# HELP ", "# TYPE ")) or sample.match(line), line
 
 
 async def test_ready_clusters_config_dump_and_server_info() -> None:
