@@ -5,22 +5,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from opentelemetry.trace import NoOpTracer
+
 from config import schema
+from exporters.telemetry import Telemetry
 from filters.buffer.filter import BufferFilter
 from filters.headers.filter import HeadersFilter
 from filters.router.terminal import Router
 from filters.terminal import TERMINAL_FILTERS, is_terminal
+from filters.tracing.filter import TracingFilter
 from proxy.chain import Filter, Handler
+from proxy.http.model import Request, Response
 from proxy.routing import RouteTable
 from proxy.upstream.manager import ClusterManager
 
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What factories may use: the listener's compiled routes and the cluster manager."""
+    """What factories may use: the listener's compiled routes, the cluster manager, telemetry."""
 
     routes: RouteTable
     clusters: ClusterManager
+    telemetry: Telemetry | None = None
 
 
 def _router(cfg: schema.RouterFilter, ctx: BuildContext) -> Handler:
@@ -35,9 +41,24 @@ def _headers(cfg: schema.HeadersFilter, ctx: BuildContext) -> Filter:
     return HeadersFilter(cfg.request_add, cfg.request_remove, cfg.response_add, cfg.response_remove)
 
 
+class _PassThrough:
+    """Tracing with no span exporter: the incoming context travels on unchanged."""
+
+    async def __call__(self, request: Request, next: Handler, /) -> Response:
+        return await next(request)
+
+
+def _tracing(cfg: schema.TracingFilter, ctx: BuildContext) -> Filter:
+    if ctx.telemetry is None or isinstance(ctx.telemetry.tracer, NoOpTracer):
+        return _PassThrough()
+    templates = {entry.name: entry.template for entry in ctx.routes.entries}
+    return TracingFilter(ctx.telemetry.tracer, cfg.sampling_rate, cfg.propagators, templates)
+
+
 _FILTERS: dict[type, Callable[[object, BuildContext], Filter]] = {
     schema.BufferFilter: _buffer,  # type: ignore[dict-item]
     schema.HeadersFilter: _headers,  # type: ignore[dict-item]
+    schema.TracingFilter: _tracing,  # type: ignore[dict-item]
 }
 __all__ = ["TERMINAL_FILTERS", "BuildContext", "build_filter", "build_terminal", "is_terminal"]
 

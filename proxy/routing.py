@@ -113,6 +113,7 @@ class RouteEntry:
         "host_rewrite",
         "name",
         "prefix_rewrite",
+        "template",
         "timeout",
     )
 
@@ -135,6 +136,14 @@ class RouteEntry:
             self._kind, self._regex = _REGEX, _compile(match.regex)
         else:
             self._kind = _ANY
+        # Low-cardinality path pattern for `http.route` (a prefix matches anything under it).
+        self.template = (
+            match.path
+            if match.path is not None
+            else match.regex
+            if match.regex is not None
+            else (match.prefix or "/") + "*"
+        )
         self._headers = tuple(_HeaderMatcher(h) for h in match.headers)
         self._methods = frozenset(m.upper().encode() for m in match.methods) or None
         self._rng = rng

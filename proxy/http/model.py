@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from filters.tracing.state import RequestTrace
 
 # Header names are lower-case bytes, values are bytes, order and repeats are kept (HTTP/2 and h11
 # both hand us exactly this, so no per-request re-encoding is needed on the hot path).
@@ -90,6 +93,7 @@ class StreamInfo:
         "response_flags",
         "route_name",
         "start",
+        "trace",
         "upstream_cluster",
         "upstream_host",
     )
@@ -106,6 +110,8 @@ class StreamInfo:
         self.upstream_host: str | None = None
         self.bytes_received = 0
         self.bytes_sent = 0
+        # Set by the tracing filter: the SERVER span the upstream attempts are children of.
+        self.trace: RequestTrace | None = None
 
     def add_flag(self, flag: str) -> None:
         if flag not in self.response_flags:

@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import trio
 
 from config.schema import Cluster
+from exporters.telemetry import Telemetry
+from filters.tracing.client import Upstream, observed_attempt
 from proxy.http.errors import NoHealthyUpstream, ProxyError, UpstreamOverflow, UpstreamReset
 from proxy.http.model import Request, Response
 from proxy.stats import ClusterStats, Stats
 from proxy.upstream.balancer import Host, Load, make_balancer
 from proxy.upstream.connect import Connector
-from proxy.upstream.outgoing import RetryableReset, prepare
+from proxy.upstream.outgoing import Outgoing, RetryableReset, prepare
 from proxy.upstream.pool import H1Pool, H2Pool
 
 
 class UpstreamCluster:
     """One configured cluster: its hosts, their pools and the counters they bump."""
 
-    def __init__(self, config: Cluster, stats: Stats) -> None:
+    def __init__(self, config: Cluster, stats: Stats, telemetry: Telemetry | None = None) -> None:
         self.name = config.name
+        self._telemetry = telemetry
         self.config = config
         self.stats = ClusterStats(stats, config.name)
         self.load = Load()
         self._max_requests = config.max_requests
         connector = Connector(config, self.stats)
         self.hosts: list[Host] = []
+        self._upstreams: dict[Host, Upstream] = {}  # only with telemetry
         for endpoint in config.endpoints:
             host = Host(endpoint, self.load, self.stats)
             if config.protocol == "http1":
@@ -40,6 +46,9 @@ class UpstreamCluster:
                     float(config.idle_timeout),
                 )
             self.hosts.append(host)
+            if telemetry is not None:
+                tls = config.tls is not None or config.protocol == "h2"
+                self._upstreams[host] = Upstream(config.name, host.host, host.port, tls)
         self._balancer = make_balancer(config.lb_policy, self.hosts)
 
     def attach(self, nursery: trio.Nursery) -> None:
@@ -67,12 +76,12 @@ class UpstreamCluster:
             raise
         try:
             try:
-                response = await host.pool.send(request, out, False)
+                response = await self._attempt(request, host, out, False)
             except RetryableReset:
                 if not out.replayable:
                     raise
                 host.begin()
-                response = await host.pool.send(request, out, True)
+                response = await self._attempt(request, host, out, True)
         except ProxyError as exc:
             if isinstance(exc, UpstreamReset):
                 stats.rq_reset.inc()
@@ -81,6 +90,19 @@ class UpstreamCluster:
         if response.status >= 500:
             host.rq_error += 1
         return response
+
+    async def _attempt(self, request: Request, host: Host, out: Outgoing, retry: bool) -> Response:
+        """One exchange with `host`; observed (span, duration) when telemetry is configured."""
+        telemetry = self._telemetry
+        if telemetry is None:
+            return await host.pool.send(request, out, retry)
+        return await observed_attempt(
+            telemetry,
+            request,
+            self._upstreams[host],
+            retry,
+            partial(host.pool.send, request, out, retry),
+        )
 
     async def reap(self, now: float) -> None:
         for host in self.hosts:

@@ -9,6 +9,7 @@ from types import TracebackType
 import trio
 
 from config.schema import Cluster
+from exporters.telemetry import Telemetry
 from proxy.stats import Stats
 from proxy.upstream.cluster import UpstreamCluster
 
@@ -20,8 +21,10 @@ class ClusterManager:
     """Owns every cluster's pools; an async context manager that owns a nursery for connection
     reader/upload/reaper tasks."""
 
-    def __init__(self, clusters: Sequence[Cluster], stats: Stats) -> None:
-        self._clusters = {c.name: UpstreamCluster(c, stats) for c in clusters}
+    def __init__(
+        self, clusters: Sequence[Cluster], stats: Stats, telemetry: Telemetry | None = None
+    ) -> None:
+        self._clusters = {c.name: UpstreamCluster(c, stats, telemetry) for c in clusters}
         timeouts = [float(c.idle_timeout) for c in clusters if c.idle_timeout > 0]
         # Idle connections are also checked lazily on checkout; the sweep bounds how long a dead
         # idle connection holds a socket.

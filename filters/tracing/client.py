@@ -1,0 +1,110 @@
+"""Per upstream attempt: a CLIENT span with injected context, and the client duration metric."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
+
+from exporters import names
+from exporters.telemetry import Telemetry
+from filters.tracing.attributes import method_name, span_method
+from filters.tracing.body import EndingBody
+from proxy.http.model import BytesBody, EmptyBody, Request, Response
+
+_COMPLETE = frozenset({BytesBody, EmptyBody})
+
+
+class Upstream:
+    """Where an attempt goes: fixed per host, so built once by the cluster."""
+
+    __slots__ = ("address", "cluster", "origin", "port")
+
+    def __init__(self, cluster: str, address: str, port: int, tls: bool) -> None:
+        self.cluster = cluster
+        self.address = address
+        self.port = port
+        host = f"[{address}]" if ":" in address else address
+        self.origin = f"{'https' if tls else 'http'}://{host}:{port}"
+
+
+class _Attempt:
+    """Ends one attempt's span and records its duration, once."""
+
+    __slots__ = ("duration", "metric", "span", "start", "status")
+
+    def __init__(
+        self, telemetry: Telemetry, span: trace.Span | None, metric: dict[str, AttributeValue]
+    ) -> None:
+        self.duration = telemetry.instruments.client_duration
+        self.span = span
+        self.metric = metric
+        self.status: int | None = None
+        self.start = time.monotonic()
+
+    def __call__(self, error: BaseException | None) -> None:
+        metric = self.metric
+        status = self.status
+        if status is not None:
+            metric[names.HTTP_RESPONSE_STATUS_CODE] = status
+        error_type = None
+        if error is not None:
+            error_type = type(error).__name__
+        elif status is not None and status >= 400:
+            error_type = str(status)
+        if error_type is not None:
+            metric[names.ERROR_TYPE] = error_type
+        self.duration.record(time.monotonic() - self.start, metric)
+        span = self.span
+        if span is None or not span.is_recording():
+            return
+        if status is not None:
+            span.set_attribute(names.HTTP_RESPONSE_STATUS_CODE, status)
+        if error_type is not None:  # 4xx and 5xx are errors for CLIENT spans
+            span.set_attribute(names.ERROR_TYPE, error_type)
+            span.set_status(trace.StatusCode.ERROR)
+        span.end()
+
+
+async def observed_attempt(
+    telemetry: Telemetry,
+    request: Request,
+    upstream: Upstream,
+    resend: bool,
+    send: Callable[[], Awaitable[Response]],
+) -> Response:
+    """Run `send()` as one attempt; the span ends when the response body ends or the send fails."""
+    metric: dict[str, AttributeValue] = {
+        names.HTTP_REQUEST_METHOD: method_name(request.method),
+        names.SERVER_ADDRESS: upstream.address,
+        names.SERVER_PORT: upstream.port,
+    }
+    span: trace.Span | None = None
+    state = request.info.trace
+    if state is not None:
+        attributes: dict[str, AttributeValue] = {}
+        if state.sampled:
+            attributes = {
+                **metric,
+                names.URL_FULL: upstream.origin + request.target.decode("latin-1"),
+                names.UPSTREAM_CLUSTER: upstream.cluster,
+            }
+            if resend:
+                attributes[names.HTTP_RESEND_COUNT] = 1
+        span = state.client_span(span_method(request.method), attributes)
+        # Replaces the previous hop's (or attempt's) fields: each attempt carries its own span id.
+        request.headers = state.propagation.inject(request.headers, span.get_span_context())
+    attempt = _Attempt(telemetry, span, metric)
+    try:
+        response = await send()
+    except BaseException as exc:
+        attempt(exc)
+        raise
+    attempt.status = response.status
+    if type(response.body) in _COMPLETE:
+        attempt(None)
+    else:
+        response.body = EndingBody(response.body, attempt)
+    return response
