@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from config import schema
+from exporters.telemetry import Telemetry
 from filters.connection.request_id import ConnectionManagerFilter
 from filters.registry import BuildContext, build_filter, build_terminal, is_terminal
 from proxy.chain import Filter, Handler, build_chain
@@ -38,10 +39,14 @@ class App:
     clusters: ClusterManager
     listeners: list[ListenerSpec]
     admin: tuple[str, int] | None
+    telemetry: Telemetry
+    owns_telemetry: bool  # built here from config, so the server closes it on shutdown
     started_at: float = field(default_factory=time.time)
 
 
-def build_listener_chain(listener: schema.Listener, clusters: ClusterManager) -> Handler:
+def build_listener_chain(
+    listener: schema.Listener, clusters: ClusterManager, telemetry: Telemetry | None = None
+) -> Handler:
     """The order of every listener's chain, written once:
 
     1. rescue — first, so any exception below becomes a typed response, never a traceback;
@@ -49,7 +54,9 @@ def build_listener_chain(listener: schema.Listener, clusters: ClusterManager) ->
     3. configured filters, in the order the YAML lists them;
     4. the terminal (router) — validation guarantees it is last and unique.
     """
-    ctx = BuildContext(routes=RouteTable.build(listener.routes), clusters=clusters)
+    ctx = BuildContext(
+        routes=RouteTable.build(listener.routes), clusters=clusters, telemetry=telemetry
+    )
     configured = listener.filters[:-1]
     terminal_cfg = listener.filters[-1]
     if not is_terminal(terminal_cfg.__struct_config__.tag):  # type: ignore[arg-type]
@@ -78,9 +85,14 @@ def server_ssl_context(tls: schema.TlsContext, protocols: frozenset[str]) -> ssl
     return ctx
 
 
-def build(config: schema.Config) -> App:
+def build(config: schema.Config, telemetry: Telemetry | None = None) -> App:
+    """Everything from config, once. A given `telemetry` (shared, e.g. by tests) stays the
+    caller's to close; otherwise one is built from `config.telemetry` and owned by the App."""
     stats = Stats()
-    clusters = ClusterManager(config.clusters, stats)
+    owns_telemetry = telemetry is None
+    if telemetry is None:
+        telemetry = Telemetry.build(config.telemetry, stats)
+    clusters = ClusterManager(config.clusters, stats, telemetry)
     listeners: list[ListenerSpec] = []
     for lc in config.listeners:
         host, port = schema.parse_address(lc.address)
@@ -90,11 +102,22 @@ def build(config: schema.Config) -> App:
                 config=lc,
                 host=host,
                 port=port,
-                handler=build_listener_chain(lc, clusters),
+                handler=build_listener_chain(lc, clusters, telemetry),
                 stats=ListenerStats(stats, lc.stat_prefix or lc.name),
                 ssl_context=server_ssl_context(lc.tls, protocols) if lc.tls else None,
                 protocols=protocols,
             )
         )
+    telemetry.observe_active_requests(
+        {spec.config.name: spec.stats.rq_active for spec in listeners}
+    )
     admin = schema.parse_address(config.admin.address) if config.admin else None
-    return App(config=config, stats=stats, clusters=clusters, listeners=listeners, admin=admin)
+    return App(
+        config=config,
+        stats=stats,
+        clusters=clusters,
+        listeners=listeners,
+        admin=admin,
+        telemetry=telemetry,
+        owns_telemetry=owns_telemetry,
+    )

@@ -182,7 +182,7 @@ async def serve(
     try:
         for spec in app.listeners:
             sockets = await trio.open_tcp_listeners(spec.port, host=spec.host)
-            listener = _listener_for(spec, draining, access_logs, _instruments(app))
+            listener = _listener_for(spec, draining, access_logs, app.telemetry.instruments)
             plan.append((listener, sockets))
             bound[spec.config.name] = _sockname(sockets[0])
         if app.admin is not None:
@@ -228,11 +228,8 @@ async def serve(
     finally:
         for access in access_logs:
             access.close()
-
-
-def _instruments(app: App) -> Instruments | None:
-    telemetry = getattr(app, "telemetry", None)
-    return telemetry.instruments if telemetry is not None else None
+        if app.owns_telemetry:
+            await app.telemetry.aclose()  # flush what is queued; bounded, never raises
 
 
 def _sockname(listener: trio.SocketListener) -> tuple[str, int]:
