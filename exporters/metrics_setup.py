@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from config import schema
 from exporters import names
-from exporters.resource import signal_url
+from exporters.resource import otlp_exporter_kwargs
 
 
 def otlp_metric_exporter(otlp: schema.OtlpExporter) -> MetricExporter:
@@ -27,21 +27,12 @@ def otlp_metric_exporter(otlp: schema.OtlpExporter) -> MetricExporter:
             OTLPMetricExporter as GrpcMetricExporter,
         )
 
-        return GrpcMetricExporter(
-            endpoint=otlp.endpoint,
-            insecure=otlp.insecure,
-            headers=dict(otlp.headers),
-            timeout=float(otlp.timeout),
-        )
+        return GrpcMetricExporter(**otlp_exporter_kwargs(otlp, "metrics"))
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpMetricExporter,
     )
 
-    return HttpMetricExporter(
-        endpoint=signal_url(otlp.endpoint, "metrics"),
-        headers=dict(otlp.headers),
-        timeout=float(otlp.timeout),
-    )
+    return HttpMetricExporter(**otlp_exporter_kwargs(otlp, "metrics"))
 
 
 def seconds_histograms() -> View:

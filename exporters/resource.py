@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 
 from config import schema
@@ -28,3 +30,11 @@ def signal_url(base: str, signal: str) -> str:
             url = url[: -len(known)]
             break
     return f"{url}/v1/{signal}"
+
+
+def otlp_exporter_kwargs(otlp: schema.OtlpExporter, signal: str) -> dict[str, Any]:
+    """Constructor arguments shared by the OTLP trace and metric exporters of either protocol."""
+    common: dict[str, Any] = {"headers": dict(otlp.headers), "timeout": float(otlp.timeout)}
+    if otlp.protocol == "grpc":
+        return {"endpoint": otlp.endpoint, "insecure": otlp.insecure, **common}
+    return {"endpoint": signal_url(otlp.endpoint, signal), **common}

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import NoOpTracerProvider, TracerProvider
 
 from config import schema
-from exporters.resource import signal_url
+from exporters.resource import otlp_exporter_kwargs
 from exporters.span_queue import BoundedSpanProcessor, SpanAccounts
 
 
@@ -22,21 +22,12 @@ def otlp_span_exporter(otlp: schema.OtlpExporter) -> SpanExporter:
             OTLPSpanExporter as GrpcSpanExporter,
         )
 
-        return GrpcSpanExporter(
-            endpoint=otlp.endpoint,
-            insecure=otlp.insecure,
-            headers=dict(otlp.headers),
-            timeout=float(otlp.timeout),
-        )
+        return GrpcSpanExporter(**otlp_exporter_kwargs(otlp, "traces"))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpSpanExporter,
     )
 
-    return HttpSpanExporter(
-        endpoint=signal_url(otlp.endpoint, "traces"),
-        headers=dict(otlp.headers),
-        timeout=float(otlp.timeout),
-    )
+    return HttpSpanExporter(**otlp_exporter_kwargs(otlp, "traces"))
 
 
 def span_exporters(config: schema.Telemetry) -> list[SpanExporter]:
