@@ -19,6 +19,10 @@ class AccessLog:
 
     def record(self, request: Request, status: int, error: BaseException | None) -> None:
         info = request.info
+        trace_id = span_id = None
+        if info.trace is not None:  # the tracing filter ran: correlate the line with the trace
+            context = info.trace.span_context
+            trace_id, span_id = f"{context.trace_id:032x}", f"{context.span_id:016x}"
         entry = {
             "start_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time())),
             "method": request.method.decode("latin-1"),
@@ -34,6 +38,8 @@ class AccessLog:
             "bytes_received": info.bytes_received,
             "bytes_sent": info.bytes_sent,
             "request_id": info.request_id.decode("latin-1") if info.request_id else None,
+            "trace_id": trace_id,
+            "span_id": span_id,
             "error": type(error).__name__ if error is not None else None,
         }
         self._out.write(json.dumps(entry, separators=(",", ":")) + "\n")

@@ -14,6 +14,7 @@ import trio
 import yaml
 
 from config import schema
+from config.dapr.configuration import DaprConfigError, load_tracing, with_dapr_tracing
 from config.loader import ConfigError, Problem, check_references, format_problems, load_file
 from proxy import app as app_module
 from proxy.server import Bound, serve
@@ -51,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-admin", action="store_true", help="run without the admin listener")
     run.add_argument(
         "--access-log", metavar="PATH", help="quick mode: JSON access log ('-' = stdout)"
+    )
+    run.add_argument(
+        "--dapr-config",
+        metavar="FILE",
+        help="a Dapr Configuration resource whose spec.tracing sets exporters and sampling",
     )
     run.add_argument(
         "--dump-config", action="store_true", help="print the effective config and exit"
@@ -135,6 +141,15 @@ def _load_for_run(args: argparse.Namespace) -> schema.Config:
             raise ConfigError(problems)
     else:
         raise ConfigError([Problem("argv", "give -c FILE, or both --listen and --upstream")])
+    if args.dapr_config:
+        try:
+            tracing = load_tracing(args.dapr_config, config.telemetry.service_name)
+        except DaprConfigError as err:
+            raise ConfigError(err.problems) from err
+        if tracing.ignored:
+            ignored = ", spec.".join(tracing.ignored)
+            log.warning("%s: not applied yet: spec.%s", args.dapr_config, ignored)
+        config = with_dapr_tracing(config, tracing)
     if args.no_admin:
         config = _replace(config, admin=None)
     elif args.admin and args.config:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -20,6 +21,7 @@ from proxy.http.model import BytesBody, Request, Response
 from proxy.version import VERSION
 
 _JSON = b"application/json"
+_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 _TEXT = b"text/plain; charset=utf-8"
 
 
@@ -56,9 +58,11 @@ class AdminHandler:
             b"/clusters": self._clusters,
             b"/config_dump": self._config_dump,
             b"/listeners": self._listeners,
+            b"/logging": self._logging,
         }
         self._post: dict[bytes, Callable[[dict[str, list[str]]], Response]] = {
             b"/quitquitquit": self._quit,
+            b"/logging": self._set_logging,
         }
 
     async def __call__(self, request: Request, /) -> Response:
@@ -152,6 +156,43 @@ class AdminHandler:
 
     def _listeners(self, params: dict[str, list[str]]) -> Response:
         return _text(200, "".join(f"{k}::{h}:{p}\n" for k, (h, p) in self.bound.items()))
+
+    def _logging(self, params: dict[str, list[str]]) -> Response:
+        if params:
+            return _text(400, "changing log levels needs POST\n")
+        loggers = [
+            "meshwire",
+            *sorted(n for n in logging.root.manager.loggerDict if n.startswith("meshwire.")),
+        ]
+        lines = [
+            f"{name}: {logging.getLevelName(logging.getLogger(name).getEffectiveLevel()).lower()}\n"
+            for name in loggers
+        ]
+        return _text(200, "".join(lines))
+
+    def _set_logging(self, params: dict[str, list[str]]) -> Response:
+        """POST /logging?level=debug (all of meshwire) or ?paths=meshwire.server:debug,..."""
+        changes: list[tuple[str, str]] = []
+        if "level" in params:
+            changes.append(("meshwire", params["level"][0]))
+        for item in ",".join(params.get("paths", [])).split(","):
+            if item:
+                name, _, level = item.partition(":")
+                changes.append((name.strip(), level.strip()))
+        if not changes:
+            return _text(400, "give ?level=LEVEL or ?paths=logger:LEVEL,...\n")
+        for name, level in changes:
+            if level.upper() not in _LEVELS:
+                return _text(
+                    400, f"unknown level {level!r}; one of {', '.join(sorted(_LEVELS)).lower()}\n"
+                )
+            if not (name == "meshwire" or name.startswith("meshwire.")):
+                return _text(
+                    400, f"unknown logger {name!r}; meshwire's loggers start with meshwire\n"
+                )
+        for name, level in changes:
+            logging.getLogger(name).setLevel(level.upper())
+        return self._logging({})
 
     def _quit(self, params: dict[str, list[str]]) -> Response:
         self._shutdown.set()

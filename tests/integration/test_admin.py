@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 import trio
@@ -94,3 +95,19 @@ async def test_quitquitquit_needs_post_and_drains() -> None:
         assert accepted.status == 200
         with trio.fail_after(20):
             await mw.stopped.wait()
+
+
+async def test_log_levels_change_at_runtime_through_post_logging() -> None:
+    async with backend(ok) as port, meshwire(one_route_config(0, port)) as mw:
+        async with H1Client.connect(mw.port("admin")) as admin:
+            refused = await admin.request("GET", "/logging?level=debug")
+            bad = await admin.request("POST", "/logging?level=chatty")
+            foreign = await admin.request("POST", "/logging?paths=urllib3:debug")
+            try:
+                changed = await admin.request("POST", "/logging?paths=meshwire.server:debug")
+                assert logging.getLogger("meshwire.server").getEffectiveLevel() == logging.DEBUG
+            finally:
+                logging.getLogger("meshwire.server").setLevel(logging.NOTSET)
+    assert (refused.status, bad.status, foreign.status) == (400, 400, 400)
+    assert changed.status == 200
+    assert b"meshwire.server: debug" in changed.body

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
+import yaml
 
 from proxy.http.model import BytesBody, Request, Response
 from tests.integration.harness import H2Client, backend
@@ -249,3 +250,41 @@ async def test_100_mb_each_way_over_h2c_respects_flow_control_and_memory() -> No
     assert (upload.status, upload.body) == (200, str(100 * MB).encode())
     assert (download.status, download.received) == (200, 100 * MB)
     assert peak - idle < 64, f"peak RSS grew by {peak - idle:.0f} MB over idle {idle:.0f} MB"
+
+
+def test_dapr_configuration_sets_exporters_and_a_tracing_filter(tmp_path: Path) -> None:
+    dapr = tmp_path / "config.yaml"
+    dapr.write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: tracing}\n"
+        "spec:\n  tracing:\n    samplingRate: '0.5'\n"
+        "    zipkin: {endpointAddress: 'http://127.0.0.1:9411/api/v2/spans'}\n"
+    )
+    quick = ["--listen", "127.0.0.1:19010", "--upstream", "http://127.0.0.1:18080"]
+    result = subprocess.run(
+        meshwire_cmd("run", *quick, "--dapr-config", str(dapr), "--dump-config"),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    dumped = yaml.safe_load(result.stdout)
+    assert dumped["telemetry"]["zipkin"]["endpoint"] == "http://127.0.0.1:9411/api/v2/spans"
+    assert dumped["listeners"][0]["filters"][0] == {
+        "type": "tracing",
+        "sampling_rate": 0.5,
+        "propagators": ["tracecontext", "b3multi"],
+    }
+    dapr.write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\n"
+        "spec: {tracing: {otel: {protocol: grpc}}}\n"
+    )
+    bad = subprocess.run(
+        meshwire_cmd("run", *quick, "--dapr-config", str(dapr)),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert "$.spec.tracing.otel.endpointAddress" in bad.stderr
