@@ -43,6 +43,11 @@ class Instruments:
             description="Duration of HTTP server requests (downstream), until the response ended.",
             explicit_bucket_boundaries_advisory=list(names.DURATION_BUCKETS),
         )
+        self.response_flags = meter.create_counter(
+            names.RESPONSE_FLAGS,
+            unit="{response}",
+            description="Responses that carry an Envoy-style response flag, by flag.",
+        )
         self.client_duration: Histogram = meter.create_histogram(
             names.HTTP_CLIENT_DURATION,
             unit="s",

@@ -17,11 +17,12 @@ _KNOWN_METHODS = frozenset(
 class Completion:
     """A listener's on_complete hook; both parts are optional and decided at config time."""
 
-    __slots__ = ("_access", "_duration")
+    __slots__ = ("_access", "_duration", "_flags")
 
     def __init__(self, access: AccessLog | None, instruments: Instruments | None) -> None:
         self._access = access
         self._duration = instruments.server_duration if instruments is not None else None
+        self._flags = instruments.response_flags if instruments is not None else None
 
     def __call__(self, request: Request, status: int, error: BaseException | None) -> None:
         if self._duration is not None:
@@ -40,5 +41,8 @@ class Completion:
             if status >= 500 or error is not None:
                 attributes[names.ERROR_TYPE] = type(error).__name__ if error else str(status)
             self._duration.record(time.monotonic() - info.start, attributes)
+        if self._flags is not None and request.info.response_flags:
+            for flag in request.info.response_flags:  # only failed requests pay for this
+                self._flags.add(1, {names.RESPONSE_FLAGS_ATTR: flag})
         if self._access is not None:
             self._access.record(request, status, error)

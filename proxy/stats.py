@@ -125,12 +125,14 @@ class ClusterStats:
         "rq_by_class",
         "rq_overflow",
         "rq_reset",
+        "rq_retry",
         "rq_timeout",
         "rq_total",
     )
 
     def __init__(self, stats: Stats, name: str) -> None:
         p = f"cluster.{name}."
+        self.rq_retry = stats.counter(p + "upstream_rq_retry")
         self.cx_total = stats.counter(p + "upstream_cx_total")
         self.cx_active = stats.gauge(p + "upstream_cx_active")
         self.cx_connect_fail = stats.counter(p + "upstream_cx_connect_fail")

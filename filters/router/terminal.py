@@ -8,6 +8,7 @@ from filters.connection.hop_by_hop import strip_hop_by_hop
 from proxy.http.errors import NoCluster, NoRoute, UpstreamTimeout
 from proxy.http.model import Body, BytesBody, EmptyBody, Headers, Request, Response
 from proxy.routing import RouteTable
+from proxy.stats import Counter
 from proxy.upstream.manager import ClusterManager
 
 _COMPLETE_BODIES = frozenset({BytesBody, EmptyBody})
@@ -16,11 +17,12 @@ _COMPLETE_BODIES = frozenset({BytesBody, EmptyBody})
 class DeadlineBody:
     """A response body whose reads must finish before the route's deadline (504 UT after it)."""
 
-    __slots__ = ("_body", "_deadline", "length", "trailers")
+    __slots__ = ("_body", "_deadline", "_timeouts", "length", "trailers")
 
-    def __init__(self, body: Body, deadline: float) -> None:
+    def __init__(self, body: Body, deadline: float, timeouts: Counter) -> None:
         self._body = body
         self._deadline = deadline
+        self._timeouts = timeouts
         self.length = body.length
         self.trailers: Headers | None = None
 
@@ -29,6 +31,7 @@ class DeadlineBody:
             chunk = await self._body.read()
         if scope.cancelled_caught:
             await self._body.aclose()
+            self._timeouts.inc()
             raise UpstreamTimeout("upstream response body timed out")
         if not chunk:
             self.trailers = self._body.trailers
@@ -74,9 +77,10 @@ class Router:
             with trio.move_on_at(deadline) as scope:
                 response = await cluster.send(request)
             if scope.cancelled_caught:
+                cluster.stats.rq_timeout.inc()
                 raise UpstreamTimeout(f"no response from cluster {name!r} within {route.timeout}s")
             if type(response.body) not in _COMPLETE_BODIES:  # already in memory: nothing to time
-                response.body = DeadlineBody(response.body, deadline)
+                response.body = DeadlineBody(response.body, deadline, cluster.stats.rq_timeout)
         else:
             response = await cluster.send(request)
         response.headers = strip_hop_by_hop(response.headers)

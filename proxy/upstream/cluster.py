@@ -80,6 +80,7 @@ class UpstreamCluster:
             except RetryableReset:
                 if not out.replayable:
                     raise
+                stats.rq_retry.inc()
                 host.begin()
                 response = await self._attempt(request, host, out, True)
         except ProxyError as exc:

@@ -69,10 +69,12 @@ async def test_dead_upstream_is_503_with_flag_uf() -> None:
         async with H1Client.connect(mw.port()) as client:
             reply = await client.request("GET", "/")
             again = await client.request("GET", "/")
+        exposition = mw.app.telemetry.prometheus_text()
     assert reply.status == 503
     assert reply.header(b"x-meshwire-response-flags") == b"UF"
     assert json.loads(reply.body)["error"] == "upstream_connect_failure"
     assert again.status == 503  # the same connection keeps serving
+    assert 'meshwire_response_flags_total{meshwire_response_flags="UF"' in exposition
 
 
 async def test_upstream_reset_mid_body_truncates_and_the_listener_serves_on(

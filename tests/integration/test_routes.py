@@ -92,6 +92,7 @@ async def test_route_timeout_is_504_with_flag_ut_on_both_protocols() -> None:
     for reply in (h1, h2):
         assert reply.status == 504
         assert reply.header(b"x-meshwire-response-flags") == b"UT"
+    assert mw.stat("cluster.a.upstream_rq_timeout") == 2
 
 
 async def test_buffered_body_over_the_limit_is_413_and_the_connection_survives() -> None:

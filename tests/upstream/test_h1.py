@@ -184,6 +184,7 @@ async def test_stale_keep_alive_connection_is_retried_transparently() -> None:
         assert await read_body(response) == b"ok 2"
         assert server.connections == 2
         assert counter(stats, "rq_rx_reset") == 0
+        assert counter(stats, "rq_retry") == 1
 
 
 async def test_consumer_closing_the_body_early_discards_the_connection() -> None:
