@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from proxy.http.model import Headers
+from proxy.http.model import CONNECTION_SPECIFIC, Headers
 
 # Always connection-specific; `te` is handled apart because "te: trailers" must reach gRPC servers.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP = CONNECTION_SPECIFIC | frozenset(
     {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
         b"proxy-authenticate",
         b"proxy-authorization",
-        b"transfer-encoding",
-        b"upgrade",
         b"trailer",
         b"te",
         b"http2-settings",

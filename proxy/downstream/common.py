@@ -12,16 +12,13 @@ import trio
 
 from proxy.downstream.context import ConnectionContext
 from proxy.http.errors import ProxyError
-from proxy.http.model import Body, Headers, Request, Response, StreamInfo
+from proxy.http.model import CONNECTION_SPECIFIC, Body, Headers, Request, Response, StreamInfo
 from proxy.http.rescue import rescue
 from proxy.stats import ListenerStats
 
 log = logging.getLogger("meshwire.downstream")
 
-# Connection-specific fields (RFC 9110 §7.6.1): never forwarded, the codec frames the message.
-HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
+HOP_BY_HOP = CONNECTION_SPECIFIC  # what a downstream codec strips before framing a response
 
 REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus}
 

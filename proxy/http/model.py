@@ -23,9 +23,11 @@ def header_get(headers: Iterable[Header], name: bytes) -> bytes | None:
     return None
 
 
-def header_remove(headers: Headers, names: frozenset[bytes]) -> Headers:
-    """A copy of `headers` without any header whose name is in `names`."""
-    return [h for h in headers if h[0] not in names]
+# Connection-specific fields (RFC 9110 §7.6.1; forbidden in HTTP/2 by RFC 9113 §8.2.2): each
+# codec frames its own message, so these never cross from one connection to another.
+CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
 
 
 class Body(Protocol):

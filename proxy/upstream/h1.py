@@ -8,7 +8,15 @@ import h11
 import trio
 
 from proxy.http.errors import ProxyError, UpstreamProtocolError, UpstreamReset
-from proxy.http.model import Body, BytesBody, EmptyBody, Headers, Request, Response
+from proxy.http.model import (
+    CONNECTION_SPECIFIC,
+    Body,
+    BytesBody,
+    EmptyBody,
+    Headers,
+    Request,
+    Response,
+)
 from proxy.upstream.connect import close_quietly
 from proxy.upstream.outgoing import Outgoing, RetryableReset
 
@@ -20,10 +28,8 @@ RECV_SIZE = 65536
 _IO_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 # Set by us (framing, Host) or meaningless on a new hop.
 _REQUEST_DROP = frozenset((b"content-length", b"transfer-encoding", b"host"))
-# Connection-specific response headers (RFC 9110 §7.6.1); the Body carries the de-framed bytes.
-_RESPONSE_DROP = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
+# Connection-specific response headers; the Body carries the de-framed bytes.
+_RESPONSE_DROP = CONNECTION_SPECIFIC
 _CHUNKED = (b"transfer-encoding", b"chunked")
 
 

@@ -9,7 +9,7 @@ import h2.exceptions
 import trio
 
 from proxy.http.errors import ProxyError, UpstreamReset
-from proxy.http.model import Body, Headers, Request
+from proxy.http.model import CONNECTION_SPECIFIC, Body, Headers, Request
 
 if TYPE_CHECKING:
     from proxy.upstream.h2 import H2ClientConnection
@@ -17,9 +17,7 @@ if TYPE_CHECKING:
 # h2 raises these when a stream or the connection is already gone.
 _H2_ERRORS = (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError)
 
-_DROP = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host")
-)
+_DROP = CONNECTION_SPECIFIC | {b"host"}  # host travels as :authority
 
 
 def request_headers(request: Request, scheme: bytes, default_authority: bytes) -> Headers:

@@ -336,6 +336,3 @@ class H2Client:
         body: bytes = b"",
     ) -> Reply:
         return await self.finish(await self.start(method, path, headers, body))
-
-
-AsyncFn = Callable[[], Awaitable[None]]
