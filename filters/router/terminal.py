@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import trio
 
-from filters.connection.hop_by_hop import strip_hop_by_hop
 from proxy.http.errors import NoCluster, NoRoute, UpstreamTimeout
+from proxy.http.hop_by_hop import strip_hop_by_hop
 from proxy.http.model import Body, BytesBody, EmptyBody, Headers, Request, Response
 from proxy.routing import RouteTable
 from proxy.stats import Counter
@@ -42,7 +42,8 @@ class DeadlineBody:
 
 
 class Router:
-    """Terminal: route table → direct response or cluster; hop-by-hop headers never cross it."""
+    """Terminal: route table → direct response or cluster; hop-by-hop request headers end here
+    (the upstream clients end the response's, where its Connection header is still visible)."""
 
     def __init__(self, table: RouteTable, clusters: ClusterManager) -> None:
         self._table = table
@@ -83,5 +84,4 @@ class Router:
                 response.body = DeadlineBody(response.body, deadline, cluster.stats.rq_timeout)
         else:
             response = await cluster.send(request)
-        response.headers = strip_hop_by_hop(response.headers)
         return response

@@ -8,8 +8,8 @@ import h11
 import trio
 
 from proxy.http.errors import ProxyError, UpstreamProtocolError, UpstreamReset
+from proxy.http.hop_by_hop import strip_hop_by_hop
 from proxy.http.model import (
-    CONNECTION_SPECIFIC,
     Body,
     BytesBody,
     EmptyBody,
@@ -28,8 +28,6 @@ RECV_SIZE = 65536
 _IO_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 # Set by us (framing, Host) or meaningless on a new hop.
 _REQUEST_DROP = frozenset((b"content-length", b"transfer-encoding", b"host"))
-# Connection-specific response headers; the Body carries the de-framed bytes.
-_RESPONSE_DROP = CONNECTION_SPECIFIC
 _CHUNKED = (b"transfer-encoding", b"chunked")
 
 
@@ -192,7 +190,9 @@ class H1Connection:
                     raise UpstreamProtocolError("101 Switching Protocols is not supported")
             else:
                 raise UpstreamProtocolError(f"unexpected {event!r} before the response")
-        headers = [item for item in event.headers if item[0] not in _RESPONSE_DROP]
+        # Hop-by-hop fields, including those the response's own Connection header names, end here;
+        # the Body carries the de-framed bytes.
+        headers = strip_hop_by_hop(list(event.headers))
         status = event.status_code
         # Whatever body bytes came with the head are parsed now; a body that is already complete
         # frees the connection before the consumer even starts reading.

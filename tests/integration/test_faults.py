@@ -252,3 +252,20 @@ async def test_http1_client_hanging_up_cancels_the_upstream_request(tmp_path: Pa
                 await cancelled.wait()
     [entry] = [json.loads(line) for line in log.read_text().splitlines()]
     assert (entry["status"], entry["response_flags"]) == (499, "DC")
+
+
+async def test_headers_an_upstream_names_in_connection_do_not_reach_the_client() -> None:
+    async def answer(stream: trio.SocketStream) -> None:
+        await read_head(stream)
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: x-internal\r\n"
+            b"x-internal: secret\r\nx-public: yes\r\n\r\nok"
+        )
+        await read_until_eof(stream)
+
+    async with raw_backend(answer) as port, meshwire(one_route_config(0, port)) as mw:
+        async with H1Client.connect(mw.port()) as client:
+            reply = await client.request("GET", "/")
+    assert (reply.status, reply.body) == (200, b"ok")
+    assert reply.header(b"x-public") == b"yes"
+    assert reply.header(b"x-internal") is None  # hop-by-hop by the upstream's own Connection
