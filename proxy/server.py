@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import logging
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -16,10 +15,9 @@ from exporters.telemetry import Instruments
 from proxy.admin.handler import AdminHandler
 from proxy.app import App, ListenerSpec
 from proxy.chain import Handler
-from proxy.downstream.context import ConnectionContext
+from proxy.downstream.context import ConnectionContext, OnComplete
 from proxy.downstream.hangup import HangupSweeper
 from proxy.downstream.negotiate import serve_connection
-from proxy.http.model import Request
 from proxy.observe import Completion
 from proxy.stats import ListenerStats
 
@@ -27,8 +25,6 @@ log = logging.getLogger("meshwire.server")
 
 # Accept errors that mean "out of file descriptors or memory for now": back off, keep listening.
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-
-OnComplete = Callable[[Request, int, BaseException | None], None]
 
 
 @dataclass(frozen=True)

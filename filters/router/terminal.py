@@ -6,12 +6,10 @@ import trio
 
 from proxy.http.errors import NoCluster, NoRoute, UpstreamTimeout
 from proxy.http.hop_by_hop import strip_hop_by_hop
-from proxy.http.model import Body, BytesBody, EmptyBody, Headers, Request, Response
+from proxy.http.model import Body, BytesBody, Headers, Request, Response, in_memory
 from proxy.routing import RouteTable
 from proxy.stats import Counter
 from proxy.upstream.manager import ClusterManager
-
-_COMPLETE_BODIES = frozenset({BytesBody, EmptyBody})
 
 
 class DeadlineBody:
@@ -80,7 +78,7 @@ class Router:
             if scope.cancelled_caught:
                 cluster.stats.rq_timeout.inc()
                 raise UpstreamTimeout(f"no response from cluster {name!r} within {route.timeout}s")
-            if type(response.body) not in _COMPLETE_BODIES:  # already in memory: nothing to time
+            if not in_memory(response.body):
                 response.body = DeadlineBody(response.body, deadline, cluster.stats.rq_timeout)
         else:
             response = await cluster.send(request)

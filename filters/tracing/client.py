@@ -12,9 +12,7 @@ from exporters import names
 from exporters.telemetry import Telemetry
 from filters.tracing.attributes import method_name, span_method
 from filters.tracing.body import EndingBody
-from proxy.http.model import BytesBody, EmptyBody, Request, Response
-
-_COMPLETE = frozenset({BytesBody, EmptyBody})
+from proxy.http.model import Request, Response, in_memory
 
 
 class Upstream:
@@ -103,7 +101,7 @@ async def observed_attempt(
         attempt(exc)
         raise
     attempt.status = response.status
-    if type(response.body) in _COMPLETE:
+    if in_memory(response.body):
         attempt(None)
     else:
         response.body = EndingBody(response.body, attempt)

@@ -82,6 +82,11 @@ class BytesBody:
         self._data = None
 
 
+def in_memory(body: Body) -> bool:
+    """True for bodies already whole in memory: nothing left to time out, wait for or track."""
+    return type(body) is BytesBody or type(body) is EmptyBody
+
+
 class StreamInfo:
     """Per-request facts gathered along the chain, read by access log, stats and tracing."""
 
