@@ -34,3 +34,6 @@ RESPONSE_FLAGS_ATTR = "meshwire.response_flags"
 REQUEST_ID = "meshwire.request_id"
 UPSTREAM_CLUSTER = "meshwire.upstream.cluster"
 LISTENER = "meshwire.listener"
+
+# The instrumentation scope of everything meshwire records itself.
+SCOPE = "meshwire"

@@ -24,10 +24,10 @@ from config import schema
 from exporters import names
 from exporters.prometheus_text import render_registry
 from exporters.span_queue import SpanAccounts
+from exporters.spans import SpanRecorder
 from proxy.stats import Gauge, Stats
 from proxy.version import VERSION
 
-SCOPE = "meshwire"
 CLOSE_TIMEOUT = 5.0  # default bound, in seconds, on flush() and aclose()
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,11 @@ class Instruments:
 
 
 class Telemetry:
-    """Tracer, meter and instruments; `build` makes one from config with its exporters.
+    """Tracer, meter, instruments and the span recorder; `build` makes one from config.
 
     Tests construct it directly from providers (e.g. an SDK TracerProvider with an in-memory
-    exporter). Only the CLI may install it as the OpenTelemetry global.
+    exporter, and a SpanRecorder over the same processors). Only the CLI may install it as the
+    OpenTelemetry global.
     """
 
     def __init__(
@@ -70,11 +71,13 @@ class Telemetry:
         *,
         registry: CollectorRegistry | None = None,
         accounts: SpanAccounts | None = None,
+        spans: SpanRecorder | None = None,
     ) -> None:
         self.tracer_provider = tracer_provider
+        self.spans = spans  # the data plane's span path; None: no span is recorded
         self.meter_provider = meter_provider
-        self.tracer: Tracer = tracer_provider.get_tracer(SCOPE, VERSION)
-        self.meter: Meter = meter_provider.get_meter(SCOPE, VERSION)
+        self.tracer: Tracer = tracer_provider.get_tracer(names.SCOPE, VERSION)
+        self.meter: Meter = meter_provider.get_meter(names.SCOPE, VERSION)
         self.instruments = Instruments(self.meter)
         self._registry = registry
         self._accounts = accounts
@@ -98,8 +101,10 @@ class Telemetry:
         resource = build_resource(config)
         accounts = SpanAccounts(stats)
         meter_provider, registry = build_meter_provider(config, resource)
-        tracer_provider = build_tracer_provider(config, resource, accounts, meter_provider)
-        return cls(tracer_provider, meter_provider, registry=registry, accounts=accounts)
+        tracer_provider, spans = build_tracer_provider(config, resource, accounts, meter_provider)
+        return cls(
+            tracer_provider, meter_provider, registry=registry, accounts=accounts, spans=spans
+        )
 
     def observe_active_requests(self, gauges: Mapping[str, Gauge]) -> None:
         """http.server.active_requests, read from the codecs' per-listener gauges at collection

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NoOpTracerProvider, TracerProvider
 
 from config import schema
+from exporters import names
 from exporters.resource import otlp_exporter_kwargs
 from exporters.span_queue import BoundedSpanProcessor, SpanAccounts
+from exporters.spans import SpanRecorder
+from proxy.version import VERSION
 
 
 def otlp_span_exporter(otlp: schema.OtlpExporter) -> SpanExporter:
@@ -49,23 +55,36 @@ def build_tracer_provider(
     resource: Resource,
     accounts: SpanAccounts,
     meter_provider: MeterProvider,
-) -> TracerProvider:
-    """Without exporters, the API's no-op provider: spans cost a context lookup and nothing
-    else, and a tracing filter passes the incoming trace context through unchanged (the SDK
-    with no processor would still build, time and attribute every span only to drop it, and
-    an always-off sampler would clear the sampled flag that downstream services rely on).
+) -> tuple[TracerProvider, SpanRecorder | None]:
+    """Without exporters, the API's no-op provider and no recorder: a tracing filter then passes
+    the incoming trace context through unchanged (recording spans only to drop them would cost
+    time, and an always-off sampler would clear the sampled flag downstream services rely on).
     """
     exporters = span_exporters(config)
     if not exporters:
-        return NoOpTracerProvider()
-    provider = SdkTracerProvider(resource=resource, shutdown_on_exit=False)
-    for exporter in exporters:
-        provider.add_span_processor(
+        return NoOpTracerProvider(), None
+    return sdk_tracing(
+        resource,
+        [
             BoundedSpanProcessor(
                 exporter,
                 capacity=config.max_queue_size,
                 accounts=accounts,
                 meter_provider=meter_provider,
             )
-        )
-    return provider
+            for exporter in exporters
+        ],
+    )
+
+
+def sdk_tracing(
+    resource: Resource, processors: Iterable[SpanProcessor]
+) -> tuple[SdkTracerProvider, SpanRecorder]:
+    """An SDK TracerProvider and the data plane's recorder, feeding the same processors."""
+    active = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
+    provider = SdkTracerProvider(
+        resource=resource, shutdown_on_exit=False, active_span_processor=active
+    )
+    for processor in processors:
+        provider.add_span_processor(processor)
+    return provider, SpanRecorder(active, resource, InstrumentationScope(names.SCOPE, VERSION))

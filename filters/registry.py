@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from opentelemetry.trace import NoOpTracer
-
 from config import schema
 from exporters.telemetry import Telemetry
 from filters.buffer.filter import BufferFilter
@@ -49,10 +47,10 @@ class _PassThrough:
 
 
 def _tracing(cfg: schema.TracingFilter, ctx: BuildContext) -> Filter:
-    if ctx.telemetry is None or isinstance(ctx.telemetry.tracer, NoOpTracer):
+    if ctx.telemetry is None or ctx.telemetry.spans is None:
         return _PassThrough()
     templates = {entry.name: entry.template for entry in ctx.routes.entries}
-    return TracingFilter(ctx.telemetry.tracer, cfg.sampling_rate, cfg.propagators, templates)
+    return TracingFilter(ctx.telemetry.spans, cfg.sampling_rate, cfg.propagators, templates)
 
 
 _FILTERS: dict[type, Callable[[object, BuildContext], Filter]] = {

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
 from exporters import names
+from exporters.spans import RecordingSpan
 from exporters.telemetry import Telemetry
 from filters.tracing.attributes import method_name, span_method
 from filters.tracing.body import EndingBody
@@ -34,7 +34,7 @@ class _Attempt:
     __slots__ = ("duration", "metric", "span", "start", "status")
 
     def __init__(
-        self, telemetry: Telemetry, span: trace.Span | None, metric: dict[str, AttributeValue]
+        self, telemetry: Telemetry, span: RecordingSpan | None, metric: dict[str, AttributeValue]
     ) -> None:
         self.duration = telemetry.instruments.client_duration
         self.span = span
@@ -56,13 +56,13 @@ class _Attempt:
             metric[names.ERROR_TYPE] = error_type
         self.duration.record(time.monotonic() - self.start, metric)
         span = self.span
-        if span is None or not span.is_recording():
+        if span is None:
             return
         if status is not None:
             span.set_attribute(names.HTTP_RESPONSE_STATUS_CODE, status)
         if error_type is not None:  # 4xx and 5xx are errors for CLIENT spans
             span.set_attribute(names.ERROR_TYPE, error_type)
-            span.set_status(trace.StatusCode.ERROR)
+            span.set_error()
         span.end()
 
 
@@ -79,21 +79,22 @@ async def observed_attempt(
         names.SERVER_ADDRESS: upstream.address,
         names.SERVER_PORT: upstream.port,
     }
-    span: trace.Span | None = None
+    span: RecordingSpan | None = None
     state = request.info.trace
     if state is not None:
-        attributes: dict[str, AttributeValue] = {}
         if state.sampled:
-            attributes = {
+            attributes: dict[str, AttributeValue] = {
                 **metric,
                 names.URL_FULL: upstream.origin + request.target.decode("latin-1"),
                 names.UPSTREAM_CLUSTER: upstream.cluster,
             }
             if resend:
                 attributes[names.HTTP_RESEND_COUNT] = 1
-        span = state.client_span(span_method(request.method), attributes)
+            context, span = state.client_span(span_method(request.method), attributes)
+        else:
+            context = state.child_context()
         # Replaces the previous hop's (or attempt's) fields: each attempt carries its own span id.
-        request.headers = state.propagation.inject(request.headers, span.get_span_context())
+        request.headers = state.propagation.inject(request.headers, context)
     attempt = _Attempt(telemetry, span, metric)
     try:
         response = await send()

@@ -6,35 +6,35 @@ import random
 from collections.abc import Mapping, Sequence
 from functools import partial
 
-from opentelemetry import context, trace
-from opentelemetry.context import Context
+from opentelemetry import context as otel_context
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, set_span_in_context
 
 from exporters import names
+from exporters.spans import RecordingSpan, SpanRecorder
 from filters.tracing.attributes import server_attributes, span_method
 from filters.tracing.body import EndingBody
 from filters.tracing.propagation import Propagation
-from filters.tracing.state import RequestTrace, unsampled
+from filters.tracing.state import RequestTrace, server_context
 from proxy.chain import Handler
 from proxy.http.errors import ProxyError
 from proxy.http.model import Request, Response
 
 
 class TracingFilter:
-    """Parent-based ratio sampling decided here, per listener, not by the TracerProvider.
+    """Parent-based ratio sampling, decided here per listener.
 
-    The provider's sampler should record whatever it is handed (the SDK default, parent-based
-    always-on, does): a sampled decision starts a real span, an unsampled one only mints ids so
-    the not-sampled flag still travels downstream.
+    An incoming sampled flag is followed either way; without a parent, `sampling_rate` decides.
+    An unsampled request still gets fresh ids so the not-sampled decision travels downstream.
     """
 
     def __init__(
         self,
-        tracer: trace.Tracer,
+        recorder: SpanRecorder,
         sampling_rate: float,
         propagators: Sequence[str],
         templates: Mapping[str, str],
     ) -> None:
-        self._tracer = tracer
+        self._recorder = recorder
         self._rate = sampling_rate
         self._propagation = Propagation(propagators)
         self._templates = templates
@@ -44,48 +44,47 @@ class TracingFilter:
         rate = self._rate
         return rate >= 1.0 or (rate > 0.0 and self._random.random() < rate)
 
-    def _start(self, request: Request) -> trace.Span:
+    def _decide(self, request: Request) -> tuple[SpanContext | None, bool]:
+        """The remote parent (if any) and whether this request is sampled."""
         propagation = self._propagation
-        parent = propagation.extract(request.headers)
+        headers = request.headers
+        if not propagation.present(headers):
+            return None, self._sample_root()
+        parent = propagation.extract(headers)
         if parent is not None:
-            sampled = parent.trace_flags.sampled
-        else:
-            sampled = not propagation.denied(request.headers) and self._sample_root()
-        if not sampled:
-            return unsampled(parent)
-        ctx = (
-            Context()
-            if parent is None
-            else trace.set_span_in_context(trace.NonRecordingSpan(parent), Context())
-        )
-        return self._tracer.start_span(
-            span_method(request.method),
-            context=ctx,
-            kind=trace.SpanKind.SERVER,
-            attributes=server_attributes(request),
-        )
+            return parent, parent.trace_flags.sampled
+        return None, not propagation.denied(headers) and self._sample_root()
 
     async def __call__(self, request: Request, next: Handler, /) -> Response:
-        span = self._start(request)
-        if not span.get_span_context().is_valid:  # a no-op tracer: pass the context through
+        parent, sampled = self._decide(request)
+        context = server_context(parent, sampled)
+        if not sampled:
+            request.info.trace = RequestTrace(None, self._propagation, context)
             return await next(request)
-        state = RequestTrace(self._tracer, self._propagation, span)
-        request.info.trace = state
-        token = context.attach(state.context)
+        recorder = self._recorder
+        span = recorder.start(
+            span_method(request.method),
+            SpanKind.SERVER,
+            context,
+            parent,
+            server_attributes(request),
+        )
+        request.info.trace = RequestTrace(recorder, self._propagation, context)
+        # OTel-instrumented code further down the chain parents its spans on this one.
+        token = otel_context.attach(set_span_in_context(NonRecordingSpan(context)))
         try:
             response = await next(request)
         except BaseException as exc:
             self._end(span, request, None, exc)
             raise
         finally:
-            context.detach(token)
-        if span.is_recording():
-            response.body = EndingBody(response.body, partial(self._end, span, request, response))
+            otel_context.detach(token)
+        response.body = EndingBody(response.body, partial(self._end, span, request, response))
         return response
 
     def _end(
         self,
-        span: trace.Span,
+        span: RecordingSpan,
         request: Request,
         response: Response | None,
         error: BaseException | None,
@@ -95,7 +94,7 @@ class TracingFilter:
         info = request.info
         template = self._templates.get(info.route_name) if info.route_name else None
         if template is not None:
-            span.update_name(f"{span_method(request.method)} {template}")
+            span.name = f"{span_method(request.method)} {template}"
             span.set_attribute(names.HTTP_ROUTE, template)
         flags = list(info.response_flags)
         status = response.status if response is not None else None
@@ -123,5 +122,5 @@ class TracingFilter:
         if flags:
             span.set_attribute(names.RESPONSE_FLAGS_ATTR, ",".join(flags))
         if failed:
-            span.set_status(trace.StatusCode.ERROR)
+            span.set_error()
         span.end()

@@ -39,7 +39,7 @@ GETTER = HeaderGetter()
 class Propagation:
     """The listener's propagators: extraction tries them in order, injection writes them all."""
 
-    __slots__ = ("_b3", "_fields", "_propagators")
+    __slots__ = ("_b3", "_b3multi", "_b3single", "_fields", "_propagators", "_tracecontext")
 
     def __init__(self, names: Sequence[str]) -> None:
         unique = list(dict.fromkeys(names))
@@ -51,6 +51,14 @@ class Propagation:
         if "tracecontext" in unique:
             fields.add(b"tracestate")
         self._fields = frozenset(fields)
+        self._tracecontext = "tracecontext" in unique
+        self._b3single = "b3" in unique
+        self._b3multi = "b3multi" in unique
+
+    def present(self, headers: Headers) -> bool:
+        """Whether any field these propagators read is present (most requests carry none)."""
+        fields = self._fields
+        return any(name in fields for name, _ in headers)
 
     def extract(self, headers: Headers) -> trace.SpanContext | None:
         """The first valid remote parent found, or None.
@@ -76,12 +84,25 @@ class Propagation:
         return False
 
     def inject(self, headers: Headers, span_context: trace.SpanContext) -> Headers:
-        """`headers` without any previous propagation fields, plus this context's."""
-        carrier: dict[str, str] = {}
-        ctx = trace.set_span_in_context(trace.NonRecordingSpan(span_context), Context())
-        for propagator in self._propagators:
-            propagator.inject(carrier, ctx)
+        """`headers` without any previous propagation fields, plus this context's.
+
+        The fields are written exactly as the OTel propagators write them (their tests pin
+        that), without building an OTel Context per upstream attempt.
+        """
         fields = self._fields
         out = [h for h in headers if h[0] not in fields]
-        out.extend((k.encode(), v.encode("latin-1")) for k, v in carrier.items())
+        trace_id = f"{span_context.trace_id:032x}".encode()
+        span_id = f"{span_context.span_id:016x}".encode()
+        flags = span_context.trace_flags
+        if self._tracecontext:
+            out.append((b"traceparent", b"00-%s-%s-%02x" % (trace_id, span_id, flags)))
+            if span_context.trace_state:
+                out.append((b"tracestate", span_context.trace_state.to_header().encode()))
+        sampled = b"1" if flags & trace.TraceFlags.SAMPLED else b"0"
+        if self._b3single:
+            out.append((b"b3", b"%s-%s-%s" % (trace_id, span_id, sampled)))
+        if self._b3multi:
+            out.append((b"x-b3-traceid", trace_id))
+            out.append((b"x-b3-spanid", span_id))
+            out.append((b"x-b3-sampled", sampled))
         return out

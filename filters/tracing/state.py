@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import random
 
-from opentelemetry import trace
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
+from exporters.spans import RecordingSpan, SpanRecorder
 from filters.tracing.propagation import Propagation
 
 _random = random.Random()
+# W3C Trace Context level 2: the trace ids we mint are random, and say so.
+_ROOT_SAMPLED = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
+_ROOT_UNSAMPLED = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
 
 
 def new_trace_id() -> int:
@@ -24,43 +28,49 @@ def new_span_id() -> int:
     return n
 
 
-def unsampled(parent: trace.SpanContext | None) -> trace.NonRecordingSpan:
-    """A span nobody records that still carries ids and the not-sampled decision downstream."""
+def server_context(parent: SpanContext | None, sampled: bool) -> SpanContext:
+    """This hop's ids: a fresh trace for a root, else the parent's trace with the decision made."""
     if parent is None:
-        flags = trace.TraceFlags(trace.TraceFlags.RANDOM_TRACE_ID)  # W3C level 2: ours is random
-        return trace.NonRecordingSpan(
-            trace.SpanContext(new_trace_id(), new_span_id(), is_remote=False, trace_flags=flags)
-        )
-    return trace.NonRecordingSpan(
-        trace.SpanContext(
-            parent.trace_id,
-            new_span_id(),
-            is_remote=False,
-            trace_flags=trace.TraceFlags(parent.trace_flags & ~trace.TraceFlags.SAMPLED),
-            trace_state=parent.trace_state,
-        )
-    )
+        flags = _ROOT_SAMPLED if sampled else _ROOT_UNSAMPLED
+        return SpanContext(new_trace_id(), new_span_id(), False, flags)
+    flags = parent.trace_flags
+    flags = TraceFlags(flags | TraceFlags.SAMPLED if sampled else flags & ~TraceFlags.SAMPLED)
+    return SpanContext(parent.trace_id, new_span_id(), False, flags, parent.trace_state)
 
 
 class RequestTrace:
-    """The SERVER span's context, the tracer and the listener's propagators."""
+    """The SERVER span's ids, the listener's propagators and, when sampled, the recorder."""
 
-    __slots__ = ("context", "propagation", "span_context", "tracer")
+    __slots__ = ("propagation", "recorder", "span_context")
 
-    def __init__(self, tracer: trace.Tracer, propagation: Propagation, span: trace.Span) -> None:
-        self.tracer = tracer
+    def __init__(
+        self,
+        recorder: SpanRecorder | None,
+        propagation: Propagation,
+        span_context: SpanContext,
+    ) -> None:
+        self.recorder = recorder
         self.propagation = propagation
-        self.span_context = span.get_span_context()
-        self.context = trace.set_span_in_context(span)
+        self.span_context = span_context
 
     @property
     def sampled(self) -> bool:
-        return self.span_context.trace_flags.sampled
+        return self.recorder is not None
 
-    def client_span(self, name: str, attributes: dict[str, AttributeValue]) -> trace.Span:
-        """A CLIENT child of the SERVER span; unsampled requests only get fresh ids."""
-        if not self.sampled:
-            return unsampled(self.span_context)
-        return self.tracer.start_span(
-            name, context=self.context, kind=trace.SpanKind.CLIENT, attributes=attributes
+    def child_context(self) -> SpanContext:
+        """A fresh span id in this trace, with the same flags and trace state."""
+        parent = self.span_context
+        return SpanContext(
+            parent.trace_id, new_span_id(), False, parent.trace_flags, parent.trace_state
         )
+
+    def client_span(
+        self, name: str, attributes: dict[str, AttributeValue]
+    ) -> tuple[SpanContext, RecordingSpan | None]:
+        """A CLIENT child of the SERVER span (recorded only when sampled) and its ids."""
+        context = self.child_context()
+        recorder = self.recorder
+        if recorder is None:
+            return context, None
+        span = recorder.start(name, SpanKind.CLIENT, context, self.span_context, attributes)
+        return context, span

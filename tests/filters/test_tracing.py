@@ -7,19 +7,23 @@ import trio
 import trio.lowlevel
 from opentelemetry import trace
 from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import NoOpTracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from config import schema
 from exporters import names
 from exporters.telemetry import Telemetry
+from exporters.tracing_setup import sdk_tracing
 from filters.registry import BuildContext, build_filter
 from filters.tracing.client import Upstream, observed_attempt
 from filters.tracing.filter import TracingFilter
+from filters.tracing.propagation import Propagation
 from proxy.chain import Handler
 from proxy.http.errors import NoRoute, UpstreamConnectFailure
 from proxy.http.model import BytesBody, Headers, Request, Response, StreamInfo
@@ -55,16 +59,17 @@ class Traced:
 
     def __init__(self) -> None:
         self.exporter = InMemorySpanExporter()
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        provider, spans = sdk_tracing(Resource.create({}), [SimpleSpanProcessor(self.exporter)])
         self.reader = InMemoryMetricReader()
-        self.telemetry = Telemetry(provider, MeterProvider(metric_readers=[self.reader]))
+        meters = MeterProvider(metric_readers=[self.reader])
+        self.telemetry = Telemetry(provider, meters, spans=spans)
+        self.recorder = spans
         self.upstream_headers: list[Headers] = []
 
     def filter(
         self, rate: float = 1.0, propagators: tuple[str, ...] = ("tracecontext", "b3multi")
     ) -> TracingFilter:
-        return TracingFilter(self.telemetry.tracer, rate, propagators, {"api": "/api/*"})
+        return TracingFilter(self.recorder, rate, propagators, {"api": "/api/*"})
 
     def spans(self, kind: trace.SpanKind | None = None) -> list[ReadableSpan]:
         found = self.exporter.get_finished_spans()
@@ -441,7 +446,8 @@ async def test_without_a_span_exporter_the_context_passes_through_unchanged() ->
     telemetry = Telemetry(trace.NoOpTracerProvider(), NoOpMeterProvider())
     ctx = BuildContext(RouteTable.build([]), ClusterManager([], Stats()), telemetry)
     incoming = (b"traceparent", f"00-{TRACE}-{PARENT}-01".encode())
-    for tf in (build_filter(schema.TracingFilter(), ctx), TracingFilter(NoOpTracer(), 1, [], {})):
+    tf = build_filter(schema.TracingFilter(), ctx)
+    for _ in range(2):
         request = make_request([incoming])
         await drain(await tf(request, trio_ok))
         assert incoming in request.headers
@@ -462,3 +468,34 @@ def test_route_templates_are_the_configured_patterns() -> None:
     ]
     templates = [e.template for e in RouteTable.build(routes).entries]
     assert templates == ["/health", "/api/*", "/v[0-9]+/.*", "/*"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "state"),
+    [(0x01, ""), (0x00, ""), (0x03, "vendor=opaque,other=1"), (0x02, "k=v")],
+)
+def test_injected_fields_are_what_the_otel_propagators_write(flags: int, state: str) -> None:
+    context = trace.SpanContext(
+        int(TRACE, 16),
+        int(PARENT, 16),
+        is_remote=False,
+        trace_flags=trace.TraceFlags(flags),
+        trace_state=trace.TraceState.from_header([state]) if state else trace.TraceState(),
+    )
+    otel_ctx = trace.set_span_in_context(trace.NonRecordingSpan(context))
+    for names_ in (["tracecontext"], ["b3"], ["b3multi"], ["tracecontext", "b3", "b3multi"]):
+        expected: dict[str, str] = {}
+        for name in names_:
+            {"tracecontext": TraceContextTextMapPropagator, "b3": B3SingleFormat}.get(
+                name, B3MultiFormat
+            )().inject(expected, otel_ctx)
+        stale = [(b"traceparent", b"old"), (b"tracestate", b"old=1"), (b"b3", b"0")]
+        stale += [(b"x-b3-flags", b"1"), (b"x-b3-spanid", b"old")]
+        injected = Propagation(names_).inject([*stale, (b"a", b"b")], context)
+        # Every configured format's stale fields are gone, and only those; the rest is kept.
+        kept = injected[: len(injected) - len(expected)]
+        assert kept[-1] == (b"a", b"b")
+        assert all(
+            (name == b"x-b3-flags" or name.decode() not in expected) for name, _ in kept[:-1]
+        )
+        assert {k.decode(): v.decode() for k, v in injected[len(kept) :]} == expected

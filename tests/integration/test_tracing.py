@@ -13,13 +13,15 @@ import pytest
 import trio
 from opentelemetry import trace
 from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from config import schema
 from exporters import names
 from exporters.telemetry import Telemetry
+from exporters.tracing_setup import sdk_tracing
 from filters.registry import BuildContext, build_filter, build_terminal
 from proxy.app import App, build
 from proxy.http.model import Headers, Request, Response
@@ -89,9 +91,8 @@ class Spans(SimpleSpanProcessor):
         self.exporter = InMemorySpanExporter()
         super().__init__(self.exporter)
         self.changed = trio.Event()
-        provider = TracerProvider()
-        provider.add_span_processor(self)
-        self.telemetry = Telemetry(provider, NoOpMeterProvider())
+        provider, spans = sdk_tracing(Resource.create({}), [self])
+        self.telemetry = Telemetry(provider, NoOpMeterProvider(), spans=spans)
 
     def on_end(self, span: ReadableSpan) -> None:
         super().on_end(span)
