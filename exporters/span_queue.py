@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from opentelemetry.context import Context
@@ -14,6 +15,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from proxy.stats import Stats
 
 _MAX_BATCH = 512  # the SDK's default export batch size
+BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0  # seconds without export attempts after a failure
 
 log = logging.getLogger(__name__)
 
@@ -40,26 +42,53 @@ class SpanAccounts:
             (self.exported if ok else self.failed).value += count
 
 
-class _CountingExporter(SpanExporter):
-    """Tells its processor when a batch has left the queue, and counts how the export went."""
+class GuardedExporter(SpanExporter):
+    """Tells its processor when a batch has left the queue, counts how the export went, and
+    backs off from an endpoint that fails.
+
+    After a failed export, batches fail at once (counted, never encoded or sent) for a back-off
+    that doubles from 1 s to 30 s while failures continue: a dead collector then costs the
+    proxy nothing but the count. One warning when exports start failing, one when they recover.
+    """
 
     def __init__(
-        self, inner: SpanExporter, taken: Callable[[int], None], accounts: SpanAccounts
+        self,
+        inner: SpanExporter,
+        taken: Callable[[int], None],
+        accounts: SpanAccounts,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._inner = inner
         self._taken = taken
         self._accounts = accounts
+        self._clock = clock
+        self._backoff = 0.0  # seconds; 0 while the endpoint is healthy
+        self._resume_at = 0.0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         # The batch processor pops a batch off its queue before calling export, so the
         # processor's in-flight count never falls below the real queue length.
         self._taken(len(spans))
+        if self._backoff and self._clock() < self._resume_at:
+            self._accounts.outcome(len(spans), False)
+            return SpanExportResult.FAILURE
+        name = type(self._inner).__name__
+        error: Exception | None = None
         try:
             result = self._inner.export(spans)
         except Exception as exc:  # e.g. the Zipkin exporter lets requests' errors escape
-            log.warning("telemetry: %s failed: %r", type(self._inner).__name__, exc)
-            result = SpanExportResult.FAILURE
-        self._accounts.outcome(len(spans), result is SpanExportResult.SUCCESS)
+            error, result = exc, SpanExportResult.FAILURE
+        ok = result is SpanExportResult.SUCCESS
+        self._accounts.outcome(len(spans), ok)
+        if ok:
+            if self._backoff:
+                log.warning("telemetry: %s exports again", name)
+            self._backoff = 0.0
+        else:
+            if not self._backoff:
+                log.warning("telemetry: %s failed (%r); backing off", name, error or result)
+            self._backoff = min(max(self._backoff * 2, BACKOFF_MIN), BACKOFF_MAX)
+            self._resume_at = self._clock() + self._backoff
         return result
 
     def shutdown(self) -> None:
@@ -93,7 +122,7 @@ class BoundedSpanProcessor(SpanProcessor):
         self._accounts = accounts
         self._inflight = 0
         self._batch = BatchSpanProcessor(
-            _CountingExporter(exporter, self._taken, accounts),
+            GuardedExporter(exporter, self._taken, accounts),
             max_queue_size=capacity,
             max_export_batch_size=min(_MAX_BATCH, capacity),
             schedule_delay_millis=schedule_delay_millis,

@@ -16,6 +16,7 @@ import yaml
 from config import schema
 from config.dapr.configuration import DaprConfigError, load_tracing, with_dapr_tracing
 from config.loader import ConfigError, Problem, check_references, format_problems, load_file
+from exporters import process_log
 from proxy import app as app_module
 from proxy.server import Bound, serve
 from proxy.version import VERSION
@@ -64,8 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log-level",
         default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="process log level",
+        choices=["debug", "info", "warn", "warning", "error"],
+        help="process log level (default info)",
+    )
+    run.add_argument(
+        "--log-as-json",
+        action="store_true",
+        help="process logs as one JSON object per line, in Dapr's schema",
     )
 
     validate = sub.add_parser(
@@ -194,11 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "validate":
         return _validate(args.files)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    process_log.configure(args.log_level, args.log_as_json)
     source = args.config or "command line"
     try:
         config = _load_for_run(args)

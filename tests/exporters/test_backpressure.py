@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import trio
 import trio.lowlevel
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from config import schema
+from exporters.span_queue import GuardedExporter, SpanAccounts
 from exporters.telemetry import Telemetry
 from proxy.stats import Stats
 from tests.exporters.receivers import closed_port, silent_port, wait_until
@@ -91,3 +95,43 @@ async def test_exporter_that_never_answers_drops_what_does_not_fit_and_close_is_
     dropped, exported, failed = counts(stats)
     assert exported == 0
     assert dropped + failed == SPANS + 1
+
+
+class Flaky(SpanExporter):
+    """An exporter whose endpoint is down until `up` is set."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.up = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.calls += 1
+        if not self.up:
+            raise ConnectionError("connection refused")
+        return SpanExportResult.SUCCESS
+
+
+def test_a_failing_endpoint_is_not_tried_again_until_its_backoff_has_passed() -> None:
+    now = 100.0
+    stats = Stats()
+    flaky = Flaky()
+    taken: list[int] = []
+    guarded = GuardedExporter(flaky, taken.append, SpanAccounts(stats), clock=lambda: now)
+    batch = [ReadableSpan("op")] * 4
+
+    def attempt(advance: float) -> tuple[SpanExportResult, int]:
+        nonlocal now
+        now += advance
+        return guarded.export(batch), flaky.calls
+
+    failure, success = SpanExportResult.FAILURE, SpanExportResult.SUCCESS
+    assert attempt(0) == (failure, 1)  # tried, failed: back off 1 s
+    assert attempt(0.9) == (failure, 1)  # within the back-off: failed without trying
+    assert attempt(0.2) == (failure, 2)  # tried again, failed: back off 2 s
+    assert attempt(1.5) == (failure, 2)
+    flaky.up = True
+    assert attempt(0.6) == (success, 3)  # tried after 2.1 s, and it is back
+    assert attempt(0) == (success, 4)  # healthy: every batch is tried
+    assert sum(taken) == 6 * len(batch)
+    _, exported, failed = counts(stats)
+    assert (exported, failed) == (2 * len(batch), 4 * len(batch))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -288,3 +290,31 @@ def test_dapr_configuration_sets_exporters_and_a_tracing_filter(tmp_path: Path) 
     )
     assert bad.returncode == 2
     assert "$.spec.tracing.otel.endpointAddress" in bad.stderr
+
+
+def test_log_as_json_writes_every_process_log_line_as_json() -> None:
+    quick = ["--listen", f"127.0.0.1:{free_port()}", "--upstream", "http://127.0.0.1:9"]
+    proc = subprocess.Popen(
+        meshwire_cmd("run", *quick, "--no-admin", "--log-as-json"),
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    watchdog = threading.Timer(DEADLINE, proc.kill)  # a hung start fails instead of hanging
+    watchdog.start()
+    try:
+        assert proc.stderr is not None
+        lines: list[str] = []
+        while not any("listening" in line for line in lines):
+            line = proc.stderr.readline()
+            assert line, f"meshwire exited before listening: {lines}"
+            lines.append(line)
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate()
+    finally:
+        watchdog.cancel()
+    assert proc.returncode == 0
+    entries = [json.loads(line) for line in [*lines, *rest.splitlines()]]
+    assert {e["type"] for e in entries} == {"log"}
+    assert all(e["scope"].startswith("meshwire") for e in entries)
+    assert any(e["msg"] == "stopped" for e in entries)
