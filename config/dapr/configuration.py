@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,11 +9,22 @@ import msgspec
 import yaml
 
 from config import schema
+from config.dapr.documents import expand_env
 from config.walk import Problem
+
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_SAMPLING_RATE",
+    "DaprConfigError",
+    "DaprTracing",
+    "expand_env",
+    "load_tracing",
+    "tracing_from_resource",
+    "with_dapr_tracing",
+]
 
 API_VERSION = "dapr.io/v1alpha1"
 DEFAULT_SAMPLING_RATE = 0.0001  # Dapr's value for an empty or unparsable samplingRate
-_ENV = re.compile(r"\$\{([^}]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
 class DaprConfigError(Exception):
@@ -31,11 +40,6 @@ class DaprTracing:
     telemetry: schema.Telemetry
     sampling_rate: float
     ignored: tuple[str, ...]  # spec sections meshwire does not act on yet, for a log line
-
-
-def expand_env(text: str) -> str:
-    """Go's os.ExpandEnv, which daprd applies to Configuration files: unknown names become ""."""
-    return _ENV.sub(lambda m: os.environ.get(m.group(1) or m.group(2), ""), text)
 
 
 def _sampling_rate(raw: object) -> float:

@@ -1,0 +1,148 @@
+"""Load every Dapr resource in the resources paths for one app, collecting every problem."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from config.dapr.app_configuration import DaprConfiguration, parse_configuration
+from config.dapr.component import Component, parse_component
+from config.dapr.documents import Document, read_documents
+from config.dapr.endpoint import HTTPEndpoint, parse_http_endpoint
+from config.dapr.errors import DaprResourceError, ResourceProblem
+from config.dapr.fields import Fields, ResourceMeta, read_meta
+from config.dapr.resiliency import Resiliency, parse_resiliency
+from config.dapr.subscription import Subscription, parse_subscription
+from config.walk import kind
+
+__all__ = ["KINDS", "Resources", "load_resources"]
+
+V1 = "dapr.io/v1alpha1"
+V2 = "dapr.io/v2alpha1"
+KINDS: dict[str, tuple[str, ...]] = {
+    "Component": (V1,),
+    "Configuration": (V1,),
+    "Resiliency": (V1,),
+    "Subscription": (V1, V2),
+    "HTTPEndpoint": (V1,),
+}
+_TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "scopes", "auth")
+_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """The resources that apply to one app, in file order."""
+
+    components: tuple[Component, ...] = ()
+    configurations: tuple[DaprConfiguration, ...] = ()
+    resiliencies: tuple[Resiliency, ...] = ()
+    subscriptions: tuple[Subscription, ...] = ()
+    http_endpoints: tuple[HTTPEndpoint, ...] = ()
+
+    def component(self, name: str) -> Component | None:
+        return next((c for c in self.components if c.name == name), None)
+
+
+Resource = Component | DaprConfiguration | Resiliency | Subscription | HTTPEndpoint
+
+
+class _Loader:
+    def __init__(self, app_id: str, namespace: str, environ: Mapping[str, str]) -> None:
+        self.app_id = app_id
+        self.namespace = namespace
+        self.environ = environ
+        self.problems: list[ResourceProblem] = []
+        self.loaded: list[Resource] = []
+        self.names: dict[tuple[str, str], str] = {}  # (kind, name) -> source defining it
+
+    def files(self, path: Path) -> list[Path]:
+        if path.is_file():
+            return [path]
+        if not path.is_dir():
+            self.problems.append(ResourceProblem(str(path), "$", "no such file or directory"))
+            return []
+        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
+
+    def document(self, document: Document) -> None:
+        fields = Fields()
+        resource = self._parse(document.data, fields)
+        self.problems.extend(
+            ResourceProblem(document.source, p.path, p.message) for p in fields.problems
+        )
+        if resource is None:
+            return
+        kind_name = type(resource).__name__
+        if isinstance(resource, Component | HTTPEndpoint):
+            key = (kind_name, resource.name)
+            if key in self.names:
+                message = f"{kind_name} {resource.name!r} is already defined in {self.names[key]}"
+                self.problems.append(ResourceProblem(document.source, "$.metadata.name", message))
+                return
+            self.names[key] = document.source
+        self.loaded.append(resource)
+
+    def _parse(self, data: object, fields: Fields) -> Resource | None:
+        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+            fields.report("$", f"expected a Dapr resource (an object), got {kind(data)}")
+            return None
+        meta = read_meta(data, fields, self.namespace)
+        versions = KINDS.get(meta.kind)
+        if versions is None:
+            known = ", ".join(KINDS)
+            fields.report("$.kind", f"unknown kind {meta.kind!r}; one of {known}")
+            return None
+        if meta.api_version not in versions:
+            expected = " or ".join(versions)
+            fields.report(
+                "$.apiVersion", f"expected {expected} for a {meta.kind}, got {meta.api_version!r}"
+            )
+            return None
+        fields.known_keys(data, "$", _TOP_LEVEL)
+        if meta.namespace != self.namespace or not meta.in_scope(self.app_id):
+            return None  # another namespace's, or scoped to other apps: daprd skips it
+        return self._spec(data, fields.section(data, "spec", "$"), meta, fields)
+
+    def _spec(
+        self, doc: dict[str, object], spec: dict[str, object], meta: ResourceMeta, fields: Fields
+    ) -> Resource:
+        if meta.kind == "Component":
+            return parse_component(doc, spec, meta, fields, self.environ)
+        if meta.kind == "Configuration":
+            return parse_configuration(doc, spec, meta, fields, self.app_id)
+        if meta.kind == "Resiliency":
+            return parse_resiliency(spec, meta, fields)
+        if meta.kind == "Subscription":
+            return parse_subscription(spec, meta, fields)
+        return parse_http_endpoint(doc, spec, meta, fields, self.environ)
+
+
+def load_resources(
+    paths: Sequence[Path],
+    app_id: str,
+    namespace: str = "default",
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Resources:
+    """Every resource for `app_id` in the `.yaml`/`.yml` files of `paths` (directories, sorted,
+    or single files). Resources scoped to other apps or set in another namespace are skipped.
+    DaprResourceError lists every problem found, each with its file and path."""
+    loader = _Loader(app_id, namespace, os.environ if environ is None else environ)
+    for path in paths:
+        for file in loader.files(Path(path)):
+            documents, problems = read_documents(file, loader.environ)
+            loader.problems.extend(problems)
+            for document in documents:
+                loader.document(document)
+    if loader.problems:
+        raise DaprResourceError(loader.problems)
+    found = loader.loaded
+    return Resources(
+        components=tuple(r for r in found if isinstance(r, Component)),
+        configurations=tuple(r for r in found if isinstance(r, DaprConfiguration)),
+        resiliencies=tuple(r for r in found if isinstance(r, Resiliency)),
+        subscriptions=tuple(r for r in found if isinstance(r, Subscription)),
+        http_endpoints=tuple(r for r in found if isinstance(r, HTTPEndpoint)),
+    )

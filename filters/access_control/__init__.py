@@ -1,0 +1,1 @@
+"""Access control for service invocation: the pure decision (Dapr ACL semantics)."""

@@ -1,0 +1,1 @@
+"""gRPC on meshwire's own HTTP/2 stack: framing, status, a service terminal and a unary client."""
