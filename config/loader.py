@@ -161,6 +161,31 @@ class _Checker:
             path = child("$.clusters", i)
             self.unique(seen, cluster.name, child(path, "name"), "cluster name")
             self.cluster(cluster, path)
+        self.sidecar(config)
+
+    def sidecar(self, config: Config) -> None:
+        """Dapr mode's references: its app cluster, its internal listener, who needs it."""
+        sidecar = config.sidecar
+        for i, listener in enumerate(config.listeners):
+            path = child("$.listeners", i)
+            tags = [str(type(f).__struct_config__.tag) for f in listener.filters]
+            needs = [t for t in tags if t.startswith("dapr_")]
+            if listener.sidecar_mtls:
+                needs.append("sidecar_mtls")
+                if listener.tls is not None:
+                    self.add(child(path, "tls"), "use either tls or sidecar_mtls, not both")
+            if needs and sidecar is None:
+                self.add(path, f"{', '.join(needs)} needs the top-level sidecar section")
+        if sidecar is None:
+            return
+        if sidecar.app is not None:
+            self.cluster_ref(sidecar.app.cluster, "$.sidecar.app.cluster")
+        names = [listener.name for listener in config.listeners]
+        if sidecar.internal_listener not in names:
+            self.add(
+                "$.sidecar.internal_listener",
+                f"no listener named {sidecar.internal_listener!r} (other sidecars call it)",
+            )
 
     def add(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from config import schema
 from exporters.telemetry import Telemetry
@@ -17,6 +18,9 @@ from proxy.http.model import Request, Response
 from proxy.routing import RouteTable
 from proxy.upstream.manager import ClusterManager
 
+if TYPE_CHECKING:
+    from proxy.sidecar.runtime import SidecarRuntime
+
 
 @dataclass(frozen=True)
 class BuildContext:
@@ -25,6 +29,25 @@ class BuildContext:
     routes: RouteTable
     clusters: ClusterManager
     telemetry: Telemetry | None = None
+    sidecar: SidecarRuntime | None = None  # Dapr mode only
+
+
+def _sidecar(ctx: BuildContext, tag: str) -> SidecarRuntime:
+    if ctx.sidecar is None:
+        raise ValueError(f"the {tag} filter needs the top-level `sidecar` section")
+    return ctx.sidecar
+
+
+def _dapr_api(cfg: schema.DaprApiFilter, ctx: BuildContext) -> Handler:
+    from filters.dapr.api import DaprApi
+
+    return DaprApi(_sidecar(ctx, "dapr_api"), cfg.max_body_size)
+
+
+def _dapr_internal(cfg: schema.DaprInternalFilter, ctx: BuildContext) -> Handler:
+    from filters.dapr.internal import DaprInternal
+
+    return DaprInternal(_sidecar(ctx, "dapr_internal"))
 
 
 def _router(cfg: schema.RouterFilter, ctx: BuildContext) -> Handler:
@@ -62,6 +85,8 @@ __all__ = ["TERMINAL_FILTERS", "BuildContext", "build_filter", "build_terminal",
 
 _TERMINALS: dict[type, Callable[[object, BuildContext], Handler]] = {
     schema.RouterFilter: _router,  # type: ignore[dict-item]
+    schema.DaprApiFilter: _dapr_api,  # type: ignore[dict-item]
+    schema.DaprInternalFilter: _dapr_internal,  # type: ignore[dict-item]
 }
 
 

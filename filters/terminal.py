@@ -1,6 +1,6 @@
 """Which filters are terminal (answer requests themselves, so must end a chain); no imports."""
 
-TERMINAL_FILTERS = frozenset({"router"})
+TERMINAL_FILTERS = frozenset({"router", "dapr_api", "dapr_internal"})
 
 
 def is_terminal(tag: str) -> bool:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from config import schema
 from exporters.telemetry import Telemetry
@@ -15,6 +18,9 @@ from proxy.http.rescue import RescueFilter
 from proxy.routing import RouteTable
 from proxy.stats import ListenerStats, Stats
 from proxy.upstream.manager import ClusterManager
+
+if TYPE_CHECKING:
+    from proxy.sidecar.runtime import SidecarRuntime
 
 
 @dataclass(frozen=True)
@@ -41,11 +47,15 @@ class App:
     admin: tuple[str, int] | None
     telemetry: Telemetry
     owns_telemetry: bool  # built here from config, so the server closes it on shutdown
+    sidecar: SidecarRuntime | None = None  # Dapr mode: identity, name resolution, peers
     started_at: float = field(default_factory=time.time)
 
 
 def build_listener_chain(
-    listener: schema.Listener, clusters: ClusterManager, telemetry: Telemetry | None = None
+    listener: schema.Listener,
+    clusters: ClusterManager,
+    telemetry: Telemetry | None = None,
+    sidecar: SidecarRuntime | None = None,
 ) -> Handler:
     """The order of every listener's chain, written once:
 
@@ -55,7 +65,10 @@ def build_listener_chain(
     4. the terminal (router) — validation guarantees it is last and unique.
     """
     ctx = BuildContext(
-        routes=RouteTable.build(listener.routes), clusters=clusters, telemetry=telemetry
+        routes=RouteTable.build(listener.routes),
+        clusters=clusters,
+        telemetry=telemetry,
+        sidecar=sidecar,
     )
     configured = listener.filters[:-1]
     terminal_cfg = listener.filters[-1]
@@ -85,7 +98,12 @@ def server_ssl_context(tls: schema.TlsContext, protocols: frozenset[str]) -> ssl
     return ctx
 
 
-def build(config: schema.Config, telemetry: Telemetry | None = None) -> App:
+def build(
+    config: schema.Config,
+    telemetry: Telemetry | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> App:
     """Everything from config, once. A given `telemetry` (shared, e.g. by tests) stays the
     caller's to close; otherwise one is built from `config.telemetry` and owned by the App."""
     stats = Stats()
@@ -93,18 +111,32 @@ def build(config: schema.Config, telemetry: Telemetry | None = None) -> App:
     if telemetry is None:
         telemetry = Telemetry.build(config.telemetry, stats)
     clusters = ClusterManager(config.clusters, stats, telemetry)
+    sidecar: SidecarRuntime | None = None
+    if config.sidecar is not None:
+        from proxy.sidecar.runtime import SidecarRuntime
+
+        sidecar = SidecarRuntime(
+            config.sidecar, clusters, stats, telemetry, os.environ if environ is None else environ
+        )
     listeners: list[ListenerSpec] = []
     for lc in config.listeners:
         host, port = schema.parse_address(lc.address)
         protocols = frozenset(lc.protocols)
+        ssl_context: ssl.SSLContext | None = None
+        if lc.sidecar_mtls:
+            if sidecar is None:
+                raise ValueError(f"listener {lc.name!r}: sidecar_mtls needs the `sidecar` section")
+            ssl_context = sidecar.identity.server_context()
+        elif lc.tls:
+            ssl_context = server_ssl_context(lc.tls, protocols)
         listeners.append(
             ListenerSpec(
                 config=lc,
                 host=host,
                 port=port,
-                handler=build_listener_chain(lc, clusters, telemetry),
+                handler=build_listener_chain(lc, clusters, telemetry, sidecar),
                 stats=ListenerStats(stats, lc.stat_prefix or lc.name),
-                ssl_context=server_ssl_context(lc.tls, protocols) if lc.tls else None,
+                ssl_context=ssl_context,
                 protocols=protocols,
             )
         )
@@ -120,4 +152,5 @@ def build(config: schema.Config, telemetry: Telemetry | None = None) -> App:
         admin=admin,
         telemetry=telemetry,
         owns_telemetry=owns_telemetry,
+        sidecar=sidecar,
     )

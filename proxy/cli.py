@@ -19,6 +19,13 @@ from config.loader import ConfigError, Problem, check_references, format_problem
 from exporters import process_log
 from proxy import app as app_module
 from proxy.server import Bound, serve
+from proxy.sidecar.child import app_environment, run_app
+from proxy.sidecar.options import (
+    add_dapr_arguments,
+    check_resources,
+    sidecar_config,
+    with_sidecar_settings,
+)
 from proxy.version import VERSION
 
 EXIT_CONFIG = 2
@@ -73,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="process logs as one JSON object per line, in Dapr's schema",
     )
+
+    add_dapr_arguments(run)
 
     validate = sub.add_parser(
         "validate",
@@ -136,6 +145,19 @@ def dump_config(config: schema.Config) -> str:
 
 
 def _load_for_run(args: argparse.Namespace) -> schema.Config:
+    if args.app_id:
+        if args.listen or args.upstream:
+            raise ConfigError([Problem("argv", "--app-id runs a sidecar: no --listen/--upstream")])
+        config = sidecar_config(args)
+        dapr_config = args.config or args.dapr_config
+        if dapr_config:
+            config = _with_dapr_configuration(config, dapr_config)
+            config = with_sidecar_settings(config, dapr_config)
+        check_resources(config)
+        problems = check_references(config)
+        if problems:
+            raise ConfigError(problems)
+        return config
     if args.config and (args.listen or args.upstream):
         raise ConfigError([Problem("argv", "use either -c FILE or --listen/--upstream, not both")])
     if args.config:
@@ -148,19 +170,25 @@ def _load_for_run(args: argparse.Namespace) -> schema.Config:
     else:
         raise ConfigError([Problem("argv", "give -c FILE, or both --listen and --upstream")])
     if args.dapr_config:
-        try:
-            tracing = load_tracing(args.dapr_config, config.telemetry.service_name)
-        except DaprConfigError as err:
-            raise ConfigError(err.problems) from err
-        if tracing.ignored:
-            ignored = ", spec.".join(tracing.ignored)
-            log.warning("%s: not applied yet: spec.%s", args.dapr_config, ignored)
-        config = with_dapr_tracing(config, tracing)
+        config = _with_dapr_configuration(config, args.dapr_config)
     if args.no_admin:
         config = _replace(config, admin=None)
     elif args.admin and args.config:
         config = _replace(config, admin=schema.Admin(address=args.admin))
     return config
+
+
+def _with_dapr_configuration(config: schema.Config, path: str) -> schema.Config:
+    try:
+        tracing = load_tracing(path, config.telemetry.service_name)
+    except DaprConfigError as err:
+        raise ConfigError(err.problems) from err
+    if tracing.ignored and config.sidecar is None:
+        ignored = ", spec.".join(tracing.ignored)
+        log.warning("%s: not applied yet: spec.%s", path, ignored)
+    if tracing.telemetry == schema.Telemetry(service_name=config.telemetry.service_name):
+        return config  # no tracing section: no tracing filter either
+    return with_dapr_tracing(config, tracing)
 
 
 def _replace(config: schema.Config, **changes: object) -> schema.Config:
@@ -169,7 +197,9 @@ def _replace(config: schema.Config, **changes: object) -> schema.Config:
     return msgspec.structs.replace(config, **changes)
 
 
-async def _run(app: app_module.App) -> None:
+async def _run(
+    app: app_module.App, command: Sequence[str] = (), args: argparse.Namespace | None = None
+) -> None:
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
 
@@ -193,11 +223,34 @@ async def _run(app: app_module.App) -> None:
         bound = await nursery.start(run_server)
         for name, (host, port) in bound.addresses.items():
             log.info("listening: %s on %s:%d", name, host, port)
+        if command and args is not None:
+            addresses = bound.addresses
+            env = app_environment(
+                args.app_id,
+                addresses["dapr-http"][1],
+                args.dapr_grpc_port,
+                args.app_port,
+                addresses["admin"][1] if "admin" in addresses else None,
+            )
+            nursery.start_soon(run_app, command, env, shutdown)
     log.info("stopped")
 
 
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The parsed command line (without a trailing `-- CMD`)."""
+    return _parser().parse_args(list(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in argv:  # `meshwire run --app-id x ... -- python app.py`: the app to start
+        cut = argv.index("--")
+        argv, command = argv[:cut], argv[cut + 1 :]
     args = _parser().parse_args(argv)
+    if command and not (args.command == "run" and args.app_id):
+        print("meshwire: `-- CMD` starts an app, which needs --app-id", file=sys.stderr)
+        return EXIT_CONFIG
     if args.command == "validate":
         return _validate(args.files)
     process_log.configure(args.log_level, args.log_as_json)
@@ -216,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{source}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        trio.run(_run, application)
+        trio.run(_run, application, command, args)
     except OSError as exc:
         print(f"meshwire: {exc}", file=sys.stderr)
         return 1

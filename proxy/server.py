@@ -208,6 +208,8 @@ async def serve(
             for listener, _ in plan:
                 if listener.hangup is not None:
                     sweepers.start_soon(listener.hangup.run)
+            if app.sidecar is not None:  # registers our internal port: bind first, then publish
+                await sweepers.start(app.sidecar.run, bound, shutdown)
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as acceptors:
                     for listener, sockets in plan:

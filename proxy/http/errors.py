@@ -120,3 +120,17 @@ class StreamIdleTimeout(ProxyError):
     status = 408
     flag = "SI"
     code = "stream_idle_timeout"
+
+
+class DaprApiError(ProxyError):
+    """An error of Dapr's APIs, rendered as Dapr renders it: {"errorCode", "message"}."""
+
+    code = "dapr_api_error"
+
+    def __init__(
+        self, error_code: str, message: str, *, status: int = 500, flag: str | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.error_code = error_code
+        if flag is not None:
+            self.flag = flag

@@ -6,7 +6,7 @@ import json
 import logging
 
 from proxy.chain import Handler
-from proxy.http.errors import ProxyError
+from proxy.http.errors import DaprApiError, ProxyError
 from proxy.http.model import Request, Response, StreamInfo
 
 FLAGS_HEADER = b"x-meshwire-response-flags"
@@ -21,7 +21,11 @@ def error_response(err: ProxyError, info: StreamInfo | None = None) -> Response:
         headers.append((FLAGS_HEADER, err.flag.encode()))
         if info is not None:
             info.add_flag(err.flag)
-    body = json.dumps({"error": err.code, "message": err.message}).encode() + b"\n"
+    if isinstance(err, DaprApiError):
+        fields = {"errorCode": err.error_code, "message": err.message}
+    else:
+        fields = {"error": err.code, "message": err.message}
+    body = json.dumps(fields).encode() + b"\n"
     headers.append((b"content-length", str(len(body)).encode()))
     from proxy.http.model import BytesBody
 

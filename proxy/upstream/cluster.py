@@ -21,14 +21,21 @@ from proxy.upstream.pool import H1Pool, H2Pool
 class UpstreamCluster:
     """One configured cluster: its hosts, their pools and the counters they bump."""
 
-    def __init__(self, config: Cluster, stats: Stats, telemetry: Telemetry | None = None) -> None:
+    def __init__(
+        self,
+        config: Cluster,
+        stats: Stats,
+        telemetry: Telemetry | None = None,
+        connector: Connector | None = None,
+    ) -> None:
         self.name = config.name
         self._telemetry = telemetry
         self.config = config
         self.stats = ClusterStats(stats, config.name)
         self.load = Load()
         self._max_requests = config.max_requests
-        connector = Connector(config, self.stats)
+        if connector is None:
+            connector = Connector(config, self.stats)
         self.hosts: list[Host] = []
         self._upstreams: dict[Host, Upstream] = {}  # only with telemetry
         for endpoint in config.endpoints:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+from collections.abc import Callable
 
 import trio
 
@@ -34,24 +35,43 @@ def build_ssl_context(tls: UpstreamTls, alpn: list[str]) -> ssl.SSLContext:
     return ctx
 
 
+# Checks a handshaken peer (e.g. its SPIFFE id); raises UpstreamConnectFailure to refuse it.
+PeerCheck = Callable[[trio.SSLStream[trio.SocketStream]], None]
+
+
 class Connector:
-    """Opens connections to one cluster's hosts; the SSL context is built once, here."""
+    """Opens connections to one cluster's hosts; the SSL context is built once, here.
 
-    __slots__ = ("_alpn_h2", "_sni", "_ssl", "_stats", "_timeout")
+    A sidecar passes its own `ssl_context` (its workload certificate, rotated in place) and a
+    `check_peer` that verifies the other sidecar's identity after the handshake.
+    """
 
-    def __init__(self, cluster: Cluster, stats: ClusterStats) -> None:
+    __slots__ = ("_alpn_h2", "_check_peer", "_sni", "_ssl", "_stats", "_timeout")
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        stats: ClusterStats,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        check_peer: PeerCheck | None = None,
+    ) -> None:
         self._stats = stats
         self._timeout = float(cluster.connect_timeout)
+        self._check_peer = check_peer
         tls = cluster.tls
         if tls is None and cluster.protocol == "h2":
             tls = UpstreamTls()
         self._alpn_h2 = cluster.protocol == "h2"
         self._sni = tls.sni if tls is not None else None
-        self._ssl = (
-            build_ssl_context(tls, ["h2"] if self._alpn_h2 else ["http/1.1"])
-            if tls is not None
-            else None
-        )
+        if ssl_context is not None:
+            self._ssl: ssl.SSLContext | None = ssl_context
+        else:
+            self._ssl = (
+                build_ssl_context(tls, ["h2"] if self._alpn_h2 else ["http/1.1"])
+                if tls is not None
+                else None
+            )
 
     @property
     def tls(self) -> bool:
@@ -71,6 +91,8 @@ class Connector:
                     await tls.do_handshake()
                     if self._alpn_h2 and tls.selected_alpn_protocol() != "h2":
                         raise UpstreamConnectFailure(f"{host}:{port} did not negotiate h2 (ALPN)")
+                    if self._check_peer is not None:
+                        self._check_peer(tls)
         except trio.TooSlowError:
             self._stats.cx_connect_timeout.inc()
             if stream is not None:

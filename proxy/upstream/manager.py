@@ -50,7 +50,7 @@ class ClusterManager:
         assert self._nursery_manager is not None
         assert self._nursery is not None
         with trio.move_on_after(SHUTDOWN_GRACE, shield=True):
-            for cluster in self._clusters.values():
+            for cluster in list(self._clusters.values()):
                 await cluster.aclose()
         self._nursery.cancel_scope.cancel()
         manager, self._nursery_manager, self._nursery = self._nursery_manager, None, None
@@ -60,11 +60,19 @@ class ClusterManager:
         while True:
             await trio.sleep(self._reap_every)
             now = trio.current_time()
-            for cluster in self._clusters.values():
+            for cluster in list(self._clusters.values()):  # add() may run meanwhile
                 await cluster.reap(now)
 
     def get(self, name: str) -> UpstreamCluster | None:
         return self._clusters.get(name)
+
+    def add(self, cluster: UpstreamCluster) -> None:
+        """A cluster made at run time (e.g. another sidecar found by name resolution)."""
+        if cluster.name in self._clusters:
+            raise ValueError(f"cluster {cluster.name!r} already exists")
+        self._clusters[cluster.name] = cluster
+        if self._nursery is not None:
+            cluster.attach(self._nursery)
 
     def snapshot(self) -> list[dict[str, object]]:
         """Per cluster, per host: address, cx_active, rq_active, rq_total, rq_error, healthy."""

@@ -23,6 +23,8 @@ clusters:
     endpoints: [127.0.0.1:18080]
 """
 
+FILTER_TYPES = "router, buffer, headers, tracing, dapr_api, dapr_internal"
+
 
 def problems(text: str, base_dir: Path | None = None) -> list[tuple[str, str]]:
     with pytest.raises(ConfigError) as info:
@@ -121,11 +123,11 @@ def test_unknown_and_missing_filter_type() -> None:
     assert problems(text) == [
         (
             "$.listeners[0].filters[0].type",
-            "unknown type 'gzip'; must be one of router, buffer, headers, tracing",
+            "unknown type 'gzip'; must be one of " + FILTER_TYPES,
         ),
         (
             "$.listeners[0].filters[1]",
-            "missing field 'type'; must be one of router, buffer, headers, tracing",
+            "missing field 'type'; must be one of " + FILTER_TYPES,
         ),
     ]
 
@@ -148,7 +150,7 @@ def test_terminal_filter_rules() -> None:
     text = edit("routes:", "filters: [{type: buffer}]\n    routes:")
     assert one(text) == (
         "$.listeners[0].filters",
-        "the chain must end with a terminal filter (router)",
+        "the chain must end with a terminal filter (dapr_api, dapr_internal, router)",
     )
     text = edit("routes:", "filters: [{type: router}, {type: router}]\n    routes:")
     assert problems(text) == [
@@ -424,7 +426,7 @@ def test_invalid_example_reports_everything() -> None:
         ("$.listeners[0].limits.max_headers", "expected int, got bool"),
         (
             "$.listeners[1].filters[0].type",
-            "unknown type 'gzip'; must be one of router, buffer, headers, tracing",
+            "unknown type 'gzip'; must be one of " + FILTER_TYPES,
         ),
         ("$.clusters[0].lb_policy", "must be one of round_robin, least_request, got 'random'"),
         ("$.listeners[0].address", "address already used by $.admin"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -44,9 +44,11 @@ class Running:
 
 
 @asynccontextmanager
-async def meshwire(config: schema.Config) -> AsyncIterator[Running]:
-    """Serve `config` until the block ends, then drain."""
-    app = build(config)
+async def meshwire(
+    config: schema.Config, *, environ: Mapping[str, str] | None = None
+) -> AsyncIterator[Running]:
+    """Serve `config` until the block ends, then drain (`environ` stands in for os.environ)."""
+    app = build(config, environ=environ)
     shutdown = trio.Event()
     stopped = trio.Event()
 

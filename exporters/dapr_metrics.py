@@ -1,0 +1,199 @@
+"""Dapr's own metric names, so Dapr's Grafana dashboards keep working after a swap to meshwire.
+
+Dapr exports OpenCensus views: counters without a `_total` suffix (except the few whose view name
+ends in `_total`), latencies as millisecond histograms with its own buckets. The OTel Prometheus
+exporter would rename them, so these are kept and rendered here, in Prometheus text 0.0.4.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Iterable
+
+# Dapr's default latency buckets, in milliseconds (pkg/diagnostics/utils).
+LATENCY_BUCKETS_MS = (
+    1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 30, 40, 50, 65, 80, 100, 130, 160, 200, 250, 300,
+    400, 500, 650, 800, 1000, 2000, 5000, 10000, 20000, 50000, 100000,
+)  # fmt: skip
+# Bytes per request/response (OpenCensus' DefaultSizeDistribution, which Dapr uses).
+SIZE_BUCKETS = (
+    1024, 2048, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864, 268435456,
+    1073741824, 4294967296,
+)  # fmt: skip
+
+_HTTP_LABELS = ("app_id", "method", "path", "status")
+
+
+class _Counter:
+    def __init__(self, name: str, help_text: str, labels: tuple[str, ...]) -> None:
+        self.name, self.help, self.labels = name, help_text, labels
+        self.series: dict[tuple[str, ...], float] = {}
+
+    def add(self, values: tuple[str, ...], amount: float = 1.0) -> None:
+        self.series[values] = self.series.get(values, 0.0) + amount
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} counter"
+        for values, total in sorted(self.series.items()):
+            yield f"{self.name}{_labels(self.labels, values)} {_number(total)}"
+
+
+class _Histogram:
+    def __init__(
+        self, name: str, help_text: str, labels: tuple[str, ...], bounds: tuple[float, ...]
+    ) -> None:
+        self.name, self.help, self.labels, self.bounds = name, help_text, labels, bounds
+        self.series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+
+    def observe(self, values: tuple[str, ...], value: float) -> None:
+        found = self.series.get(values)
+        if found is None:
+            found = self.series[values] = ([0] * (len(self.bounds) + 1), [0.0])
+        found[0][bisect.bisect_left(self.bounds, value)] += 1
+        found[1][0] += value
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} histogram"
+        for values, (counts, total) in sorted(self.series.items()):
+            running = 0
+            for bound, count in zip((*self.bounds, float("inf")), counts, strict=True):
+                running += count
+                le = "+Inf" if bound == float("inf") else _number(bound)
+                extra = (("le", le),)
+                yield f"{self.name}_bucket{_labels(self.labels, values, extra)} {running}"
+            yield f"{self.name}_sum{_labels(self.labels, values)} {_number(total[0])}"
+            yield f"{self.name}_count{_labels(self.labels, values)} {running}"
+
+
+class DaprMetrics:
+    """The HTTP server (app → sidecar), HTTP client (sidecar → app) and service-invocation
+    families Dapr's sidecar dashboard queries. Recorded on the trio thread; rendered from the
+    admin port, so one lock keeps a scrape consistent."""
+
+    def __init__(self, app_id: str) -> None:
+        self.app_id = app_id
+        self._lock = threading.Lock()
+        h = _HTTP_LABELS
+        self.server_requests = _Counter(
+            "dapr_http_server_request_count", "HTTP requests started by the app.", h[:3]
+        )
+        self.server_responses = _Counter(
+            "dapr_http_server_response_count", "HTTP responses sent to the app.", h
+        )
+        self.server_latency = _Histogram(
+            "dapr_http_server_latency", "HTTP server latency in ms.", h, LATENCY_BUCKETS_MS
+        )
+        self.server_request_bytes = _Histogram(
+            "dapr_http_server_request_bytes", "HTTP request body sizes.", h[:3], SIZE_BUCKETS
+        )
+        self.server_response_bytes = _Histogram(
+            "dapr_http_server_response_bytes", "HTTP response body sizes.", h, SIZE_BUCKETS
+        )
+        self.client_completed = _Counter(
+            "dapr_http_client_completed_count", "HTTP calls to the app completed.", h
+        )
+        self.client_latency = _Histogram(
+            "dapr_http_client_roundtrip_latency",
+            "HTTP call latency to the app in ms.",
+            h,
+            LATENCY_BUCKETS_MS,
+        )
+        self.client_sent_bytes = _Histogram(
+            "dapr_http_client_sent_bytes", "HTTP request body sizes sent to the app.", h[:3],
+            SIZE_BUCKETS,
+        )  # fmt: skip
+        self.client_received_bytes = _Histogram(
+            "dapr_http_client_received_bytes", "HTTP response body sizes from the app.", h,
+            SIZE_BUCKETS,
+        )  # fmt: skip
+        self.invoke_sent = _Counter(
+            "dapr_runtime_service_invocation_req_sent_total",
+            "Invocations sent to another app.",
+            ("app_id", "dst_app_id", "type"),
+        )
+        self.invoke_received = _Counter(
+            "dapr_runtime_service_invocation_req_recv_total",
+            "Invocations received from another app.",
+            ("app_id", "src_app_id", "type"),
+        )
+        self.invoke_responses = _Counter(
+            "dapr_runtime_service_invocation_res_recv_total",
+            "Invocation responses received from another app.",
+            ("app_id", "dst_app_id", "type", "status"),
+        )
+        self.invoke_latency = _Histogram(
+            "dapr_runtime_service_invocation_res_recv_latency_ms",
+            "Invocation round trip to another app in ms.",
+            ("app_id", "dst_app_id", "type", "status"),
+            LATENCY_BUCKETS_MS,
+        )
+        self._families: tuple[_Counter | _Histogram, ...] = (
+            self.server_requests,
+            self.server_responses,
+            self.server_latency,
+            self.server_request_bytes,
+            self.server_response_bytes,
+            self.client_completed,
+            self.client_latency,
+            self.client_sent_bytes,
+            self.client_received_bytes,
+            self.invoke_sent,
+            self.invoke_received,
+            self.invoke_responses,
+            self.invoke_latency,
+        )
+
+    def server(self, method: str, path: str, status: int, ms: float, rx: int, tx: int) -> None:
+        """One app → sidecar HTTP request, when its response has ended."""
+        values = (self.app_id, method, path)
+        full = (*values, str(status))
+        with self._lock:
+            self.server_requests.add(values)
+            self.server_responses.add(full)
+            self.server_latency.observe(full, ms)
+            self.server_request_bytes.observe(values, rx)
+            self.server_response_bytes.observe(full, tx)
+
+    def client(self, method: str, path: str, status: int, ms: float, tx: int, rx: int) -> None:
+        """One sidecar → app HTTP call, when the app's response has ended."""
+        values = (self.app_id, method, path)
+        full = (*values, str(status))
+        with self._lock:
+            self.client_completed.add(full)
+            self.client_latency.observe(full, ms)
+            self.client_sent_bytes.observe(values, tx)
+            self.client_received_bytes.observe(full, rx)
+
+    def invocation_sent(self, target: str, status: int, ms: float) -> None:
+        with self._lock:
+            self.invoke_sent.add((self.app_id, target, "unary"))
+            full = (self.app_id, target, "unary", str(status))
+            self.invoke_responses.add(full)
+            self.invoke_latency.observe(full, ms)
+
+    def invocation_received(self, caller: str) -> None:
+        with self._lock:
+            self.invoke_received.add((self.app_id, caller, "unary"))
+
+    def render(self) -> str:
+        with self._lock:
+            lines = [line for family in self._families if family.series for line in family.render()]
+        return "\n".join(lines) + "\n" if lines else ""
+
+
+def _labels(
+    names: tuple[str, ...], values: tuple[str, ...], extra: tuple[tuple[str, str], ...] = ()
+) -> str:
+    pairs = [*zip(names, values, strict=True), *extra]
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))

@@ -1,0 +1,163 @@
+"""Service invocation: name the target, reach its sidecar (or our own app), stamp Dapr's headers."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import trio
+
+from filters.dapr.metering import CountingBody
+from proxy.discovery.base import ResolutionError
+from proxy.http.errors import DaprApiError, ProxyError, UpstreamConnectFailure
+from proxy.http.model import Body, BytesBody, EmptyBody, Headers, Request, Response
+from proxy.sidecar.runtime import SidecarRuntime
+from proxy.upstream.outgoing import SMALL_BODY
+
+log = logging.getLogger("meshwire.invoke")
+
+ERR_DIRECT_INVOKE = "ERR_DIRECT_INVOKE"
+# Dapr's built-in service retries: constant 1 s, 3 retries, only when the request provably never
+# reached the target (the connection to its sidecar could not be made).
+BUILTIN_RETRIES = 3
+BUILTIN_BACKOFF = 1.0
+
+# Stamped by the sidecars, so never taken from the caller (Dapr strips these before stamping).
+CALLER_APP_ID = b"dapr-caller-app-id"
+CALLER_NAMESPACE = b"dapr-caller-namespace"
+CALLEE_APP_ID = b"dapr-callee-app-id"
+CALLEE_NAMESPACE = b"dapr-callee-namespace"  # internal hop only
+APP_ID_HEADER = b"dapr-app-id"
+API_TOKEN = b"dapr-api-token"
+APP_PATH_LABEL = "/*"  # bounded: the app's own paths are not labels
+_STAMPED = frozenset({CALLER_APP_ID, CALLER_NAMESPACE, CALLEE_APP_ID, CALLEE_NAMESPACE})
+
+
+def split_app_id(text: str, default_namespace: str) -> tuple[str, str]:
+    """`app` or `app.namespace`; more than one dot is an invalid id (as in Dapr)."""
+    name, dot, namespace = text.partition(".")
+    if not name or (dot and (not namespace or "." in namespace)):
+        raise DaprApiError(
+            ERR_DIRECT_INVOKE, f"failed to invoke, id: {text}, err: invalid app id", status=400
+        )
+    return name, namespace or default_namespace
+
+
+def without(headers: Headers, names: frozenset[bytes]) -> Headers:
+    return [h for h in headers if h[0] not in names]
+
+
+def invoke_failed(
+    app_id: str, detail: str, *, status: int = 500, flag: str | None = None
+) -> DaprApiError:
+    return DaprApiError(
+        ERR_DIRECT_INVOKE,
+        f"failed to invoke, id: {app_id}, err: {detail}",
+        status=status,
+        flag=flag,
+    )
+
+
+class Invoker:
+    """Sends an invocation to a target app: our own app directly, others through their sidecar."""
+
+    def __init__(self, runtime: SidecarRuntime) -> None:
+        self.runtime = runtime
+
+    async def invoke(
+        self, request: Request, target: str, namespace: str, target_path: bytes
+    ) -> Response:
+        runtime = self.runtime
+        request.target = target_path
+        request.headers = without(request.headers, _STAMPED | {API_TOKEN, APP_ID_HEADER})
+        if target == runtime.app_id and namespace == runtime.namespace:
+            return await self.to_app(request, runtime.app_id, runtime.namespace)
+        request.headers.append((CALLEE_APP_ID, target.encode()))
+        request.headers.append((CALLEE_NAMESPACE, namespace.encode()))
+        return await self._to_peer(request, target, namespace)
+
+    async def to_app(self, request: Request, caller: str, caller_namespace: str) -> Response:
+        """Our app, with Dapr's headers: who called, who is called, and the app token."""
+        runtime = self.runtime
+        app = runtime.app
+        if app is None:
+            raise invoke_failed(runtime.app_id, "app channel is not initialized (no --app-port)")
+        headers = without(request.headers, _STAMPED)
+        headers.append((CALLER_APP_ID, caller.encode()))
+        headers.append((CALLER_NAMESPACE, caller_namespace.encode()))
+        headers.append((CALLEE_APP_ID, runtime.app_id.encode()))
+        headers = without(headers, frozenset({API_TOKEN}))
+        if runtime.app_token is not None:
+            headers.append((API_TOKEN, runtime.app_token.encode()))
+        request.headers = headers
+        sent = CountingBody(request.body)
+        request.body = sent
+        method = request.method.decode("latin-1")
+        try:
+            response = await app.send(request)
+        except ProxyError as exc:
+            raise invoke_failed(
+                runtime.app_id, f"error invoking app channel: {exc.message}", flag=exc.flag
+            ) from exc
+        status = response.status
+
+        def ended(received: int, error: BaseException | None) -> None:
+            elapsed = (time.monotonic() - sent.started) * 1000
+            runtime.metrics.client(method, APP_PATH_LABEL, status, elapsed, sent.count, received)
+
+        response.body = CountingBody(response.body, ended)
+        return response
+
+    async def _to_peer(self, request: Request, target: str, namespace: str) -> Response:
+        peers = self.runtime.peers
+        body = await _replayable(request.body)
+        failures: list[str] = []
+        started = time.monotonic()
+        for attempt in range(BUILTIN_RETRIES + 1):
+            try:
+                instances = await peers.candidates(target, namespace)
+            except ResolutionError as exc:
+                raise invoke_failed(target, f"name resolution failed: {exc}") from exc
+            if not instances:
+                raise invoke_failed(
+                    target, f"couldn't find service: {target}.{namespace}", flag="NR"
+                )
+            instance = peers.pick(instances, target, namespace)
+            if isinstance(body, bytes):
+                request.body = BytesBody(body) if body else EmptyBody()
+            try:
+                response = await peers.cluster(instance).send(request)
+            except UpstreamConnectFailure as exc:
+                peers.outliers.record(instance, False)
+                self.runtime.resolver.invalidate(target, namespace)  # as Dapr evicts its cache
+                # Refused before anything was sent: even a streamed body is still untouched.
+                failures.append(exc.message)
+                if attempt < BUILTIN_RETRIES:
+                    others = [i for i in instances if i != instance]
+                    if not others:
+                        await trio.sleep(BUILTIN_BACKOFF)
+                continue
+            except ProxyError as exc:
+                raise invoke_failed(target, exc.message, flag=exc.flag) from exc
+            peers.outliers.record(instance, response.status < 500)
+            elapsed = (time.monotonic() - started) * 1000
+            self.runtime.metrics.invocation_sent(target, response.status, elapsed)
+            return response
+        raise invoke_failed(
+            target,
+            f"failed to invoke target {target} after {BUILTIN_RETRIES} retries: {failures[-1]}",
+            flag="UF",
+        )
+
+
+async def _replayable(body: Body) -> bytes | None:
+    """Small or in-memory bodies as bytes (so a retry can resend them); None for streams."""
+    kind = type(body)
+    if kind is EmptyBody:
+        return b""
+    if kind is not BytesBody and (body.length is None or body.length > SMALL_BODY):
+        return None
+    parts = []
+    while chunk := await body.read():
+        parts.append(chunk)
+    return b"".join(parts)

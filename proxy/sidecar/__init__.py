@@ -1,0 +1,1 @@
+"""Dapr mode: the sidecar's runtime state, peers and options."""

@@ -1,0 +1,125 @@
+"""The sidecar's live state: identity, name resolution, peers, app readiness and metadata."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import trio
+
+from config import schema
+from exporters.dapr_metrics import DaprMetrics
+from exporters.telemetry import Telemetry
+from proxy.discovery.base import Instance, Resolver, build_resolver
+from proxy.sidecar.access import AccessPolicy
+from proxy.sidecar.identity import make_identity
+from proxy.sidecar.peers import Peers
+from proxy.stats import Stats
+from proxy.tls.spiffe import SpiffeId
+from proxy.tls.workload import WorkloadIdentity
+from proxy.upstream.cluster import UpstreamCluster
+from proxy.upstream.manager import ClusterManager
+from proxy.version import VERSION
+
+log = logging.getLogger("meshwire.sidecar")
+
+APP_PROBE_INTERVAL = 0.05  # seconds between attempts to reach the app's port at start-up
+
+
+class SidecarRuntime:
+    """Everything the Dapr terminals share; `run` does the background work while serving."""
+
+    def __init__(
+        self,
+        sidecar: schema.Sidecar,
+        clusters: ClusterManager,
+        stats: Stats,
+        telemetry: Telemetry | None,
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
+        self.config = sidecar
+        self.app_id = sidecar.app_id
+        self.namespace = sidecar.namespace
+        self.spiffe_id = SpiffeId(sidecar.mtls.trust_domain, sidecar.namespace, sidecar.app_id)
+        self.identity: WorkloadIdentity = make_identity(sidecar.mtls, self.spiffe_id, environ)
+        self.resolver: Resolver = build_resolver(
+            sidecar.name_resolution.component,
+            sidecar.name_resolution.configuration,
+            data_dir=Path(sidecar.data_dir),
+        )
+        self.peers = Peers(
+            clusters, stats, telemetry, self.identity, self.resolver, sidecar.mtls.trust_domain
+        )
+        self.app: UpstreamCluster | None = None
+        if sidecar.app is not None:
+            self.app = clusters.get(sidecar.app.cluster)
+        self.access = AccessPolicy.from_file(sidecar.config_file, sidecar.namespace)
+        self.api_token = environ.get(sidecar.api_token_env) or None
+        self.app_token = environ.get(sidecar.app_token_env) or None
+        self.extended: dict[str, str] = {"daprRuntimeVersion": VERSION}
+        self.metrics = DaprMetrics(sidecar.app_id)
+        self.outbound_ready = trio.Event()
+        self.app_ready = trio.Event()
+        self.shutdown: trio.Event | None = None  # set by the server: POST /v1.0/shutdown
+        self.internal_address: tuple[str, int] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.outbound_ready.is_set() and (self.app is None or self.app_ready.is_set())
+
+    def request_shutdown(self) -> None:
+        if self.shutdown is not None:
+            self.shutdown.set()
+
+    async def run(
+        self,
+        bound: Mapping[str, tuple[str, int]],
+        shutdown: trio.Event,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Publish our internal port, keep the registration and certificate fresh, and watch
+        for the app; outbound-ready comes first, as daprd does, so apps can call out while
+        they start (SDK clients wait on /v1.0/healthz/outbound)."""
+        self.shutdown = shutdown
+        internal = bound.get(self.config.internal_listener)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.resolver.run)
+                await nursery.start(self.identity.run_rotation)
+                if internal is not None:
+                    self.internal_address = internal
+                    await self.resolver.register(
+                        Instance(
+                            self.app_id, self.namespace, self.config.advertise_host, internal[1]
+                        )
+                    )
+                self.outbound_ready.set()
+                nursery.start_soon(self._wait_for_app)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await self.resolver.aclose()
+
+    async def _wait_for_app(self) -> None:
+        """Ready once the app accepts TCP connections on its port (daprd's start-up check)."""
+        if self.app is None:
+            return
+        host = self.app.hosts[0]
+        logged = False
+        while True:
+            try:
+                stream = await trio.open_tcp_stream(host.host, host.port)
+            except OSError:
+                if not logged:
+                    log.info("waiting for the app on %s", host.address)
+                    logged = True
+                await trio.sleep(APP_PROBE_INTERVAL)
+                continue
+            await stream.aclose()
+            break
+        log.info("app %s is listening on %s", self.app_id, host.address)
+        self.app_ready.set()
