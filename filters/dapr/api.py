@@ -53,7 +53,7 @@ class DaprApi:
         received = CountingBody(request.body)
         request.body = received
         target = header_get(request.headers, APP_ID_HEADER)
-        label = api_path(_clean(request.path), None if target is None else target.decode("latin-1"))
+        label = api_path(_clean(request.path), target is not None)
         try:
             response = await self._serve(request)
         except DaprApiError as exc:

@@ -49,10 +49,11 @@ class CountingBody:
             self._finish(None)
 
 
-def api_path(path: bytes, app_id: str | None) -> str:
-    """Dapr's low-cardinality `path` label: the API route, never the app's own method path."""
-    if path.startswith(b"/v1.0/invoke/") or app_id is not None:
-        return f"/v1.0/invoke/{app_id or '*'}/method/*"
+def api_path(path: bytes, invocation: bool) -> str:
+    """Dapr's low-cardinality `path` label: the API route, never a caller-chosen value (app ids
+    and method paths would let any client mint new series)."""
+    if invocation or path.startswith(b"/v1.0/invoke/"):
+        return "/v1.0/invoke/*/method/*"
     if path.startswith(b"/v1.0/metadata/"):
         return "/v1.0/metadata/*"
     text = path.decode("latin-1")

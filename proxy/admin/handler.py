@@ -55,7 +55,7 @@ class AdminHandler:
             b"/server_info": self._server_info,
             b"/stats": self._stats,
             b"/stats/prometheus": self._prometheus,
-            b"/metrics": self._prometheus,  # where Dapr's scrapers look
+            b"/metrics": self._metrics,
             b"/clusters": self._clusters,
             b"/config_dump": self._config_dump,
             b"/listeners": self._listeners,
@@ -131,11 +131,16 @@ class AdminHandler:
             return _json(200, {"stats": [{"name": n, "value": v} for n, v in items]})
         return _text(200, "".join(f"{n}: {v}\n" for n, v in items))
 
-    def _prometheus(self, params: dict[str, list[str]]) -> Response:
+    def _metrics(self, params: dict[str, list[str]]) -> Response:
+        """Where Dapr's scrapers look: our families plus, in sidecar mode, Dapr's own names
+        (which keep Dapr's spelling, counters without `_total`, so Dapr's dashboards work)."""
         text = render_prometheus(self._app.stats, self._app.telemetry)
         if self._app.sidecar is not None:
             text += self._app.sidecar.metrics.render()
-        body = text.encode()
+        return _reply(200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8")
+
+    def _prometheus(self, params: dict[str, list[str]]) -> Response:
+        body = render_prometheus(self._app.stats, self._app.telemetry).encode()
         return _reply(200, body, b"text/plain; version=0.0.4; charset=utf-8")
 
     def _clusters(self, params: dict[str, list[str]]) -> Response:

@@ -62,7 +62,9 @@ class Peers:
         found = self._by_instance.get(instance)
         if found is not None:
             return found
-        name = f"sidecar.{instance.app_id}.{instance.namespace}.{instance.host}:{instance.port}"
+        # Stat names are dotted paths: no dots or colons inside the cluster's name.
+        where = instance.host.replace(".", "-").replace(":", "-")
+        name = f"dapr-{instance.app_id}-{instance.namespace}-{where}-{instance.port}"
         config = schema.Cluster(
             name=name,
             endpoints=[_endpoint(instance)],

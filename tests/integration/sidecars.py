@@ -14,8 +14,9 @@ from tests.integration.harness import Running, meshwire
 
 
 def sidecar_args(app_id: str, app_port: int | None, data_dir: Path, *extra: str) -> list[str]:
-    args = ["run", "--app-id", app_id, "--dapr-http-port", "0", "--no-admin"]
-    args += ["--data-dir", str(data_dir)]
+    args = ["run", "--app-id", app_id, "--dapr-http-port", "0", "--data-dir", str(data_dir)]
+    if "--metrics-port" not in extra:
+        args.append("--no-admin")
     if app_port is not None:
         args += ["--app-port", str(app_port)]
     return [*args, *extra]

@@ -8,6 +8,7 @@ from pathlib import Path
 import trio
 
 from proxy.http.model import BytesBody, Request, Response
+from tests.dashboards.test_dashboards import tool
 from tests.integration.harness import H1Client, backend
 from tests.integration.sidecars import generated, sidecar, sidecar_args
 
@@ -189,3 +190,95 @@ def test_generated_config_names_the_app_and_its_ports(tmp_path: Path) -> None:
     names = [listener.name for listener in config.listeners]
     assert names == ["dapr-http", "dapr-internal"]
     assert config.listeners[1].sidecar_mtls
+
+
+ACL = """\
+apiVersion: dapr.io/v1alpha1
+kind: Configuration
+metadata: {name: billing}
+spec:
+  accessControl:
+    defaultAction: deny
+    trustDomain: public
+    policies:
+    - appId: orders
+      defaultAction: deny
+      trustDomain: public
+      namespace: default
+      operations:
+      - {name: /charge/**, httpVerb: [POST], action: allow}
+"""
+
+
+async def test_access_control_is_enforced_by_the_callee_on_the_mtls_identity(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "billing.yaml"
+    config.write_text(ACL)
+    orders, billing, audit = App("orders"), App("billing"), App("audit")
+    async with (
+        backend(orders) as orders_port,
+        backend(billing) as billing_port,
+        backend(audit) as audit_port,
+        sidecar("orders", orders_port, tmp_path) as a,
+        sidecar("audit", audit_port, tmp_path) as c,
+        sidecar("billing", billing_port, tmp_path, "--config", str(config)),
+    ):
+        allowed = await call(a.port("dapr-http"), "POST", "/v1.0/invoke/billing/method/charge/1")
+        wrong_verb = await call(a.port("dapr-http"), "GET", "/v1.0/invoke/billing/method/charge/1")
+        other_path = await call(a.port("dapr-http"), "POST", "/v1.0/invoke/billing/method/refund")
+        other_app = await call(c.port("dapr-http"), "POST", "/v1.0/invoke/billing/method/charge/1")
+    assert allowed.status == 201
+    for denied in (wrong_verb, other_path, other_app):
+        assert denied.status == 403, denied.body
+        body = json.loads(denied.body)
+        assert body["errorCode"] == "ERR_DIRECT_INVOKE"
+        assert "access control policy has denied access" in body["message"]
+    assert [r.target for r in billing.seen] == [b"/charge/1"]
+
+
+async def test_daprs_metric_names_are_on_the_metrics_port(tmp_path: Path) -> None:
+    orders, billing = App("orders"), App("billing")
+    async with (
+        backend(orders) as orders_port,
+        backend(billing) as billing_port,
+        sidecar("orders", orders_port, tmp_path, "--metrics-port", "0") as a,
+        sidecar("billing", billing_port, tmp_path, "--metrics-port", "0") as b,
+    ):
+        for _ in range(3):
+            reply = await call(
+                a.port("dapr-http"), "POST", "/v1.0/invoke/billing/method/x", body=b"hi"
+            )
+            assert reply.status == 201
+        caller = (await call(a.port("admin"), "GET", "/metrics")).body.decode()
+        callee = (await call(b.port("admin"), "GET", "/metrics")).body.decode()
+        ours = (await call(a.port("admin"), "GET", "/stats/prometheus")).body.decode()
+    route = 'path="/v1.0/invoke/*/method/*"'
+    assert f'dapr_http_server_request_count{{app_id="orders",method="POST",{route}}} 3' in caller
+    assert (
+        f'dapr_http_server_latency_count{{app_id="orders",method="POST",{route},status="201"}} 3'
+        in caller
+    )
+    assert (
+        'dapr_runtime_service_invocation_req_sent_total{app_id="orders",dst_app_id="billing",'
+        'type="unary"} 3' in caller
+    )
+    assert (
+        'dapr_runtime_service_invocation_req_recv_total{app_id="billing",src_app_id="orders",'
+        'type="unary"} 3' in callee
+    )
+    assert (
+        'dapr_http_client_completed_count{app_id="billing",method="POST",path="/*",status="201"} 3'
+        in callee
+    )
+    assert 'dapr_http_client_roundtrip_latency_bucket{app_id="billing"' in callee
+    assert "dapr_" not in ours
+    promtool = tool("promtool")
+    for text in (ours, caller, callee):
+        result = await trio.run_process(
+            [promtool, "check", "metrics"], stdin=text.encode(), capture_stdout=True,
+            capture_stderr=True, check=False,
+        )  # fmt: skip
+        problems = (result.stdout + result.stderr).decode().splitlines()
+        # Dapr's own spelling is the one lint exception (`_count` counters, no `_total`, `_ms`).
+        assert all(p.startswith("dapr_") for p in problems), problems
