@@ -148,3 +148,17 @@ class ClusterStats:
 
     def response(self, status: int) -> None:
         self.rq_by_class[min(status // 100, 5)].inc()
+
+
+class RetryStats:
+    """The counters one retry filter bumps, named like Envoy's `upstream_rq_retry*`."""
+
+    __slots__ = ("rq_retry", "rq_retry_limit_exceeded", "rq_retry_overflow", "rq_retry_success")
+
+    def __init__(self, stats: Stats, prefix: str) -> None:
+        # http.<prefix>.… so the Prometheus renderer turns the prefix into a `listener` label.
+        p = f"http.{prefix}.retry.upstream_"
+        self.rq_retry = stats.counter(p + "rq_retry")
+        self.rq_retry_success = stats.counter(p + "rq_retry_success")
+        self.rq_retry_limit_exceeded = stats.counter(p + "rq_retry_limit_exceeded")
+        self.rq_retry_overflow = stats.counter(p + "rq_retry_overflow")
