@@ -15,6 +15,7 @@ from config.schema import (
     Config,
     Duration,
     Listener,
+    RetryFilter,
     Route,
     TlsContext,
     UpstreamTls,
@@ -280,8 +281,45 @@ class _Checker:
             limit = getattr(f, "max_request_bytes", None)
             if isinstance(limit, int):
                 self.positive(limit, child(child(filters_path, i), "max_request_bytes"))
+            if isinstance(f, RetryFilter):
+                self.retry(f, child(filters_path, i))
         if "router" in tags and not listener.routes:
             self.add(child(path, "routes"), "the router filter needs at least one route")
+
+    def retry(self, f: RetryFilter, path: str) -> None:
+        if f.num_retries < 0:
+            self.add(child(path, "num_retries"), f"must be >= 0, got {f.num_retries}")
+        if f.per_try_timeout < 0:
+            self.add(child(path, "per_try_timeout"), f"must be >= 0, got {f.per_try_timeout:g}")
+        self.positive(f.base_interval, child(path, "base_interval"))
+        if f.max_interval is not None:
+            self.positive(f.max_interval, child(path, "max_interval"))
+            if f.max_interval < f.base_interval:
+                self.add(
+                    child(path, "max_interval"),
+                    f"must be >= base_interval ({f.base_interval:g}s), got {f.max_interval:g}s",
+                )
+        codes = child(path, "retriable_status_codes")
+        for i, code in enumerate(f.retriable_status_codes):
+            if not 100 <= code <= 599:
+                self.add(child(codes, i), f"must be 100-599, got {code}")
+        if f.retriable_status_codes and "retriable-status-codes" not in f.retry_on:
+            self.add(codes, "only used when retry_on lists retriable-status-codes")
+        if "retriable-status-codes" in f.retry_on and not f.retriable_status_codes:
+            self.add(codes, "retry_on lists retriable-status-codes, so list at least one code")
+        if not f.retry_on:
+            self.add(child(path, "retry_on"), "needs at least one condition")
+        if not f.stat_prefix:
+            self.add(child(path, "stat_prefix"), "must not be empty")
+        budget = f.retry_budget
+        if budget is not None:
+            where = child(path, "retry_budget")
+            if not 0 <= budget.budget_percent <= 100:
+                percent = budget.budget_percent
+                self.add(child(where, "budget_percent"), f"must be 0-100, got {percent:g}")
+            if budget.min_retry_concurrency < 0:
+                count = budget.min_retry_concurrency
+                self.add(child(where, "min_retry_concurrency"), f"must be >= 0, got {count}")
 
     def route(self, route: Route, path: str) -> None:
         actions = [

@@ -10,6 +10,7 @@ from config.base import Duration as Duration
 from config.base import Frozen as _Frozen
 from config.base import parse_address as parse_address
 from config.sidecar import DaprApiFilter as DaprApiFilter
+from config.sidecar import DaprGrpcFilter as DaprGrpcFilter
 from config.sidecar import DaprInternalFilter as DaprInternalFilter
 from config.sidecar import Sidecar as Sidecar
 
@@ -110,8 +111,51 @@ class TracingFilter(_Frozen, frozen=True, tag="tracing"):
     )
 
 
+RetryOn = Literal[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "connect-failure",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+]
+
+
+class RetryBudget(_Frozen, frozen=True):
+    """Concurrent retries may be at most max(min_retry_concurrency, budget_percent % of the
+    requests in flight through the filter); a retry over it is skipped (rq_retry_overflow)."""
+
+    budget_percent: float = 20.0
+    min_retry_concurrency: int = 3
+
+
+class RetryFilter(_Frozen, frozen=True, tag="retry"):
+    """Envoy's retry policy as a chain filter: retries upstream failures with jittered back-off."""
+
+    retry_on: list[RetryOn] = msgspec.field(
+        default_factory=lambda: ["connect-failure", "refused-stream"]
+    )
+    retriable_status_codes: list[int] = msgspec.field(default_factory=list)
+    num_retries: int = 1
+    per_try_timeout: Duration = Duration(0.0)  # 0: none (the route timeout still applies)
+    base_interval: Duration = Duration(0.025)
+    max_interval: Duration | None = None  # None: 10 x base_interval
+    retry_budget: RetryBudget | None = None  # None: no limit on concurrent retries
+    include_attempt_count: bool = False  # x-envoy-attempt-count on each upstream attempt
+    respect_request_headers: bool = False  # honour (and consume) x-envoy-max-retries
+    stat_prefix: str = "retry"  # counters: http.<stat_prefix>.retry.upstream_rq_retry*
+
+
 FilterConfig = (
-    RouterFilter | BufferFilter | HeadersFilter | TracingFilter | DaprApiFilter | DaprInternalFilter
+    RouterFilter
+    | BufferFilter
+    | HeadersFilter
+    | TracingFilter
+    | RetryFilter
+    | DaprApiFilter
+    | DaprGrpcFilter
+    | DaprInternalFilter
 )
 
 

@@ -59,3 +59,9 @@ class DaprApiFilter(Frozen, frozen=True, tag="dapr_api"):
 
 class DaprInternalFilter(Frozen, frozen=True, tag="dapr_internal"):
     """Terminal: invocations arriving from other sidecars, checked and forwarded to the app."""
+
+
+class DaprGrpcFilter(Frozen, frozen=True, tag="dapr_grpc"):
+    """Terminal: Dapr's gRPC API for the app (`dapr.proto.runtime.v1.Dapr`) and gRPC proxying."""
+
+    max_message_size: int = 4 << 20  # Dapr's --max-body-size default, 4 MiB

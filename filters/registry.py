@@ -16,6 +16,7 @@ from filters.tracing.filter import TracingFilter
 from proxy.chain import Filter, Handler
 from proxy.http.model import Request, Response
 from proxy.routing import RouteTable
+from proxy.stats import RetryStats, Stats
 from proxy.upstream.manager import ClusterManager
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class BuildContext:
     clusters: ClusterManager
     telemetry: Telemetry | None = None
     sidecar: SidecarRuntime | None = None  # Dapr mode only
+    stats: Stats | None = None  # the App's store, so filters' counters reach the admin port
 
 
 def _sidecar(ctx: BuildContext, tag: str) -> SidecarRuntime:
@@ -42,6 +44,12 @@ def _dapr_api(cfg: schema.DaprApiFilter, ctx: BuildContext) -> Handler:
     from filters.dapr.api import DaprApi
 
     return DaprApi(_sidecar(ctx, "dapr_api"), cfg.max_body_size)
+
+
+def _dapr_grpc(cfg: schema.DaprGrpcFilter, ctx: BuildContext) -> Handler:
+    from filters.dapr.grpc_api import DaprGrpc
+
+    return DaprGrpc(_sidecar(ctx, "dapr_grpc"), cfg.max_message_size)
 
 
 def _dapr_internal(cfg: schema.DaprInternalFilter, ctx: BuildContext) -> Handler:
@@ -62,6 +70,12 @@ def _headers(cfg: schema.HeadersFilter, ctx: BuildContext) -> Filter:
     return HeadersFilter(cfg.request_add, cfg.request_remove, cfg.response_add, cfg.response_remove)
 
 
+def _retry(cfg: schema.RetryFilter, ctx: BuildContext) -> Filter:
+    from filters.retry.filter import RetryFilter
+
+    return RetryFilter.from_config(cfg, RetryStats(ctx.stats or Stats(), cfg.stat_prefix))
+
+
 class _PassThrough:
     """Tracing with no span exporter: the incoming context travels on unchanged."""
 
@@ -80,12 +94,14 @@ _FILTERS: dict[type, Callable[[object, BuildContext], Filter]] = {
     schema.BufferFilter: _buffer,  # type: ignore[dict-item]
     schema.HeadersFilter: _headers,  # type: ignore[dict-item]
     schema.TracingFilter: _tracing,  # type: ignore[dict-item]
+    schema.RetryFilter: _retry,  # type: ignore[dict-item]
 }
 __all__ = ["TERMINAL_FILTERS", "BuildContext", "build_filter", "build_terminal", "is_terminal"]
 
 _TERMINALS: dict[type, Callable[[object, BuildContext], Handler]] = {
     schema.RouterFilter: _router,  # type: ignore[dict-item]
     schema.DaprApiFilter: _dapr_api,  # type: ignore[dict-item]
+    schema.DaprGrpcFilter: _dapr_grpc,  # type: ignore[dict-item]
     schema.DaprInternalFilter: _dapr_internal,  # type: ignore[dict-item]
 }
 

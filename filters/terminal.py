@@ -1,6 +1,6 @@
 """Which filters are terminal (answer requests themselves, so must end a chain); no imports."""
 
-TERMINAL_FILTERS = frozenset({"router", "dapr_api", "dapr_internal"})
+TERMINAL_FILTERS = frozenset({"router", "dapr_api", "dapr_grpc", "dapr_internal"})
 
 
 def is_terminal(tag: str) -> bool:

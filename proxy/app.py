@@ -56,6 +56,7 @@ def build_listener_chain(
     clusters: ClusterManager,
     telemetry: Telemetry | None = None,
     sidecar: SidecarRuntime | None = None,
+    stats: Stats | None = None,
 ) -> Handler:
     """The order of every listener's chain, written once:
 
@@ -69,6 +70,7 @@ def build_listener_chain(
         clusters=clusters,
         telemetry=telemetry,
         sidecar=sidecar,
+        stats=stats,
     )
     configured = listener.filters[:-1]
     terminal_cfg = listener.filters[-1]
@@ -134,7 +136,7 @@ def build(
                 config=lc,
                 host=host,
                 port=port,
-                handler=build_listener_chain(lc, clusters, telemetry, sidecar),
+                handler=build_listener_chain(lc, clusters, telemetry, sidecar, stats),
                 stats=ListenerStats(stats, lc.stat_prefix or lc.name),
                 ssl_context=ssl_context,
                 protocols=protocols,

@@ -19,6 +19,7 @@ from config.loader import ConfigError, Problem, check_references, format_problem
 from exporters import process_log
 from proxy import app as app_module
 from proxy.server import Bound, serve
+from proxy.sidecar.ca_command import add_ca_command, run_ca_command
 from proxy.sidecar.child import app_environment, run_app
 from proxy.sidecar.options import (
     add_dapr_arguments,
@@ -83,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
 
     add_dapr_arguments(run)
 
+    add_ca_command(sub)
+
     validate = sub.add_parser(
         "validate",
         help="check config files",
@@ -144,7 +147,7 @@ def dump_config(config: schema.Config) -> str:
     return yaml.safe_dump(_without_nulls(schema.to_builtins(config)), sort_keys=False)
 
 
-def _load_for_run(args: argparse.Namespace) -> schema.Config:
+def load_run_config(args: argparse.Namespace) -> schema.Config:
     if args.app_id:
         if args.listen or args.upstream:
             raise ConfigError([Problem("argv", "--app-id runs a sidecar: no --listen/--upstream")])
@@ -228,7 +231,7 @@ async def _run(
             env = app_environment(
                 args.app_id,
                 addresses["dapr-http"][1],
-                args.dapr_grpc_port,
+                addresses["dapr-grpc"][1] if "dapr-grpc" in addresses else args.dapr_grpc_port,
                 args.app_port,
                 addresses["admin"][1] if "admin" in addresses else None,
             )
@@ -253,10 +256,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "validate":
         return _validate(args.files)
+    if args.command == "ca":
+        return run_ca_command(args)
     process_log.configure(args.log_level, args.log_as_json)
     source = args.config or "command line"
     try:
-        config = _load_for_run(args)
+        config = load_run_config(args)
     except ConfigError as err:
         print(format_problems(err.problems, source), file=sys.stderr)
         return EXIT_CONFIG

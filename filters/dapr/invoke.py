@@ -7,10 +7,13 @@ import time
 
 import trio
 
+from filters.dapr.app_callback import call_on_invoke
 from filters.dapr.metering import CountingBody
 from proxy.discovery.base import ResolutionError
+from proxy.grpc.framing import DEFAULT_MAX_MESSAGE_SIZE
+from proxy.grpc.metadata import is_grpc_content_type
 from proxy.http.errors import DaprApiError, ProxyError, UpstreamConnectFailure
-from proxy.http.model import Body, BytesBody, EmptyBody, Headers, Request, Response
+from proxy.http.model import Body, BytesBody, EmptyBody, Headers, Request, Response, header_get
 from proxy.sidecar.runtime import SidecarRuntime
 from proxy.upstream.outgoing import SMALL_BODY
 
@@ -94,7 +97,10 @@ class Invoker:
         request.body = sent
         method = request.method.decode("latin-1")
         try:
-            response = await app.send(request)
+            if _on_invoke(runtime, request):
+                response = await call_on_invoke(app.send, request, DEFAULT_MAX_MESSAGE_SIZE)
+            else:
+                response = await app.send(request)
         except ProxyError as exc:
             raise invoke_failed(
                 runtime.app_id, f"error invoking app channel: {exc.message}", flag=exc.flag
@@ -109,45 +115,87 @@ class Invoker:
         return response
 
     async def _to_peer(self, request: Request, target: str, namespace: str) -> Response:
-        peers = self.runtime.peers
+        """Under the app's Resiliency policy when one targets it, else Dapr's built-in retries."""
         body = await _replayable(request.body)
-        failures: list[str] = []
         started = time.monotonic()
+        resilience = self.runtime.resilience_for(target)
+        if resilience is None:
+            response = await self._builtin_retries(request, target, namespace, body)
+        else:
+
+            async def attempt() -> Response:
+                return await self._attempt(request, target, namespace, body)
+
+            response = await resilience.run(attempt, replayable=body is not None)
+        elapsed = (time.monotonic() - started) * 1000
+        self.runtime.metrics.invocation_sent(target, response.status, elapsed)
+        return response
+
+    async def _builtin_retries(
+        self, request: Request, target: str, namespace: str, body: bytes | None
+    ) -> Response:
+        """Dapr's DaprBuiltInServiceRetries: only when the target's sidecar was unreachable."""
+        failures: list[str] = []
         for attempt in range(BUILTIN_RETRIES + 1):
             try:
-                instances = await peers.candidates(target, namespace)
-            except ResolutionError as exc:
-                raise invoke_failed(target, f"name resolution failed: {exc}") from exc
-            if not instances:
-                raise invoke_failed(
-                    target, f"couldn't find service: {target}.{namespace}", flag="NR"
-                )
-            instance = peers.pick(instances, target, namespace)
-            if isinstance(body, bytes):
-                request.body = BytesBody(body) if body else EmptyBody()
-            try:
-                response = await peers.cluster(instance).send(request)
-            except UpstreamConnectFailure as exc:
-                peers.outliers.record(instance, False)
-                self.runtime.resolver.invalidate(target, namespace)  # as Dapr evicts its cache
+                return await self._attempt(request, target, namespace, body)
+            except _Unreachable as exc:
                 # Refused before anything was sent: even a streamed body is still untouched.
-                failures.append(exc.message)
-                if attempt < BUILTIN_RETRIES:
-                    others = [i for i in instances if i != instance]
-                    if not others:
-                        await trio.sleep(BUILTIN_BACKOFF)
-                continue
-            except ProxyError as exc:
-                raise invoke_failed(target, exc.message, flag=exc.flag) from exc
-            peers.outliers.record(instance, response.status < 500)
-            elapsed = (time.monotonic() - started) * 1000
-            self.runtime.metrics.invocation_sent(target, response.status, elapsed)
-            return response
+                failures.append(exc.detail)
+                if attempt < BUILTIN_RETRIES and not exc.others:
+                    await trio.sleep(BUILTIN_BACKOFF)
         raise invoke_failed(
             target,
             f"failed to invoke target {target} after {BUILTIN_RETRIES} retries: {failures[-1]}",
             flag="UF",
         )
+
+    async def _attempt(
+        self, request: Request, target: str, namespace: str, body: bytes | None
+    ) -> Response:
+        """One try: resolve, pick an instance in rotation, send over its mTLS connection."""
+        peers = self.runtime.peers
+        try:
+            instances = await peers.candidates(target, namespace)
+        except ResolutionError as exc:
+            raise invoke_failed(target, f"name resolution failed: {exc}") from exc
+        if not instances:
+            raise invoke_failed(target, f"couldn't find service: {target}.{namespace}", flag="NR")
+        instance = peers.pick(instances, target, namespace)
+        if body is not None:
+            request.body = BytesBody(body) if body else EmptyBody()
+        try:
+            response = await peers.cluster(instance).send(request)
+        except UpstreamConnectFailure as exc:
+            peers.outliers.record(instance, False)
+            self.runtime.resolver.invalidate(target, namespace)  # as Dapr evicts its cache
+            raise _Unreachable(target, exc.message, others=len(instances) > 1) from exc
+        except ProxyError as exc:
+            raise invoke_failed(target, exc.message, flag=exc.flag) from exc
+        peers.outliers.record(instance, response.status < 500)
+        return response
+
+
+class _Unreachable(DaprApiError):
+    """The target's sidecar could not be reached: nothing was sent, a retry is always safe."""
+
+    def __init__(self, target: str, detail: str, *, others: bool) -> None:
+        super().__init__(
+            ERR_DIRECT_INVOKE, f"failed to invoke, id: {target}, err: {detail}", flag="UF"
+        )
+        self.detail = detail
+        self.others = others
+
+
+def _on_invoke(runtime: SidecarRuntime, request: Request) -> bool:
+    """A gRPC app takes HTTP-shaped invocations through AppCallback/OnInvoke; gRPC calls (the
+    gRPC proxy's) go to it as they are."""
+    app = runtime.config.app
+    return (
+        app is not None
+        and app.protocol == "grpc"
+        and not is_grpc_content_type(header_get(request.headers, b"content-type"))
+    )
 
 
 async def _replayable(body: Body) -> bytes | None:

@@ -17,6 +17,7 @@ from config.loader import ConfigError, Problem
 from config.sidecar import (
     AppChannel,
     DaprApiFilter,
+    DaprGrpcFilter,
     DaprInternalFilter,
     Mtls,
     NameResolution,
@@ -101,6 +102,13 @@ def sidecar_config(
             filters=[DaprInternalFilter()],
             generate_request_id=False,
         ),
+        schema.Listener(
+            name="dapr-grpc",
+            address=_address(host, args.dapr_grpc_port),
+            protocols=["h2c"],
+            filters=[DaprGrpcFilter()],
+            generate_request_id=False,  # proxied gRPC calls travel with the caller's metadata only
+        ),
     ]
     clusters: list[schema.Cluster] = []
     app: AppChannel | None = None
@@ -159,9 +167,14 @@ def with_sidecar_settings(config: schema.Config, dapr_config: str) -> schema.Con
             component=dapr.name_resolution.component,  # type: ignore[arg-type]
             configuration=dict(dapr.name_resolution.configuration),
         )
-    if dapr.access_control is not None:
-        mtls = msgspec.structs.replace(sidecar.mtls, trust_domain=dapr.access_control.trust_domain)
-        changes["mtls"] = mtls
+    mtls = msgspec.structs.replace(
+        sidecar.mtls,
+        workload_cert_ttl=schema.Duration(dapr.mtls.workload_cert_ttl),
+        allowed_clock_skew=schema.Duration(dapr.mtls.allowed_clock_skew),
+    )
+    if dapr.access_control is not None:  # the app's trust domain comes from accessControl
+        mtls = msgspec.structs.replace(mtls, trust_domain=dapr.access_control.trust_domain)
+    changes["mtls"] = mtls
     return msgspec.structs.replace(config, sidecar=msgspec.structs.replace(sidecar, **changes))
 
 

@@ -10,8 +10,11 @@ from pathlib import Path
 import trio
 
 from config import schema
+from config.dapr.resolve import resolve_app_policy
+from config.dapr.resources import load_resources
 from exporters.dapr_metrics import DaprMetrics
 from exporters.telemetry import Telemetry
+from filters.dapr.resiliency import AppResilience
 from proxy.discovery.base import Instance, Resolver, build_resolver
 from proxy.sidecar.access import AccessPolicy
 from proxy.sidecar.identity import make_identity
@@ -56,6 +59,10 @@ class SidecarRuntime:
         if sidecar.app is not None:
             self.app = clusters.get(sidecar.app.cluster)
         self.access = AccessPolicy.from_file(sidecar.config_file, sidecar.namespace)
+        self.resiliencies = load_resources(
+            [Path(p) for p in sidecar.resources_paths], sidecar.app_id, sidecar.namespace
+        ).resiliencies
+        self._resilience: dict[str, AppResilience | None] = {}
         self.api_token = environ.get(sidecar.api_token_env) or None
         self.app_token = environ.get(sidecar.app_token_env) or None
         self.extended: dict[str, str] = {"daprRuntimeVersion": VERSION}
@@ -64,6 +71,14 @@ class SidecarRuntime:
         self.app_ready = trio.Event()
         self.shutdown: trio.Event | None = None  # set by the server: POST /v1.0/shutdown
         self.internal_address: tuple[str, int] | None = None
+
+    def resilience_for(self, target: str) -> AppResilience | None:
+        """The Resiliency policy for invoking `target`; None: Dapr's built-in retries only."""
+        if target not in self._resilience:
+            policy = resolve_app_policy(self.resiliencies, target)
+            custom = not policy.builtin or policy.timeout or policy.circuit_breaker
+            self._resilience[target] = AppResilience(target, policy) if custom else None
+        return self._resilience[target]
 
     @property
     def ready(self) -> bool:

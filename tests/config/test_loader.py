@@ -23,7 +23,7 @@ clusters:
     endpoints: [127.0.0.1:18080]
 """
 
-FILTER_TYPES = "router, buffer, headers, tracing, dapr_api, dapr_internal"
+FILTER_TYPES = "router, buffer, headers, tracing, retry, dapr_api, dapr_grpc, dapr_internal"
 
 
 def problems(text: str, base_dir: Path | None = None) -> list[tuple[str, str]]:
@@ -150,7 +150,7 @@ def test_terminal_filter_rules() -> None:
     text = edit("routes:", "filters: [{type: buffer}]\n    routes:")
     assert one(text) == (
         "$.listeners[0].filters",
-        "the chain must end with a terminal filter (dapr_api, dapr_internal, router)",
+        "the chain must end with a terminal filter (dapr_api, dapr_grpc, dapr_internal, router)",
     )
     text = edit("routes:", "filters: [{type: router}, {type: router}]\n    routes:")
     assert problems(text) == [

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from config import schema
 from config.loader import check_references
-from proxy.cli import parse_args
-from proxy.sidecar.options import sidecar_config
+from proxy.cli import load_run_config, parse_args
 from tests.integration.harness import Running, meshwire
 
 
 def sidecar_args(app_id: str, app_port: int | None, data_dir: Path, *extra: str) -> list[str]:
     args = ["run", "--app-id", app_id, "--dapr-http-port", "0", "--data-dir", str(data_dir)]
+    if "--dapr-grpc-port" not in extra:
+        args += ["--dapr-grpc-port", "0"]
     if "--metrics-port" not in extra:
         args.append("--no-admin")
     if app_port is not None:
@@ -22,8 +23,9 @@ def sidecar_args(app_id: str, app_port: int | None, data_dir: Path, *extra: str)
     return [*args, *extra]
 
 
-def generated(argv: list[str], environ: Mapping[str, str] | None = None) -> schema.Config:
-    config = sidecar_config(parse_args(argv), environ or {})
+def generated(argv: list[str]) -> schema.Config:
+    """The config `meshwire run ARGV` would serve (Dapr Configuration and resources applied)."""
+    config = load_run_config(parse_args(argv))
     assert check_references(config) == []
     return config
 
@@ -37,7 +39,7 @@ async def sidecar(
     environ: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Running]:
     """A sidecar for `app_id`, serving until the block ends; outbound-ready when yielded."""
-    config = generated(sidecar_args(app_id, app_port, data_dir, *extra), environ)
+    config = generated(sidecar_args(app_id, app_port, data_dir, *extra))
     async with meshwire(config, environ=environ) as running:
         assert running.app.sidecar is not None
         await running.app.sidecar.outbound_ready.wait()

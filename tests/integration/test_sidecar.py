@@ -188,7 +188,7 @@ def test_generated_config_names_the_app_and_its_ports(tmp_path: Path) -> None:
     assert config.sidecar.app_id == "orders"
     assert [c.endpoints for c in config.clusters] == [["127.0.0.1:8080"]]
     names = [listener.name for listener in config.listeners]
-    assert names == ["dapr-http", "dapr-internal"]
+    assert names == ["dapr-http", "dapr-internal", "dapr-grpc"]
     assert config.listeners[1].sidecar_mtls
 
 
@@ -282,3 +282,148 @@ async def test_daprs_metric_names_are_on_the_metrics_port(tmp_path: Path) -> Non
         problems = (result.stdout + result.stderr).decode().splitlines()
         # Dapr's own spelling is the one lint exception (`_count` counters, no `_total`, `_ms`).
         assert all(p.startswith("dapr_") for p in problems), problems
+
+
+SHORT_LIVED = """\
+apiVersion: dapr.io/v1alpha1
+kind: Configuration
+metadata: {name: short-lived-certs}
+spec:
+  mtls: {workloadCertTTL: 2s, allowedClockSkew: 0s}
+"""
+
+
+async def test_certificates_rotate_under_load_without_a_failed_request(tmp_path: Path) -> None:
+    config = tmp_path / "mtls.yaml"
+    config.write_text(SHORT_LIVED)
+    orders, billing = App("orders"), App("billing")
+    statuses: list[int] = []
+    async with (
+        backend(orders) as orders_port,
+        backend(billing) as billing_port,
+        sidecar("orders", orders_port, tmp_path, "--config", str(config)) as a,
+        sidecar("billing", billing_port, tmp_path, "--config", str(config)) as b,
+    ):
+        identities = [s.app.sidecar.identity for s in (a, b) if s.app.sidecar is not None]
+        async with H1Client.connect(a.port("dapr-http")) as client:
+            with trio.fail_after(30):  # each side renews at half-life: every second
+                while min(i.rotations for i in identities) < 3:
+                    reply = await client.request("POST", "/v1.0/invoke/billing/method/x", [], b"1")
+                    statuses.append(reply.status)
+        fresh = await call(a.port("dapr-http"), "GET", "/v1.0/invoke/billing/method/y")
+    assert set(statuses) == {201}, statuses
+    assert fresh.status == 201  # a new connection handshakes with the rotated certificates
+    assert all(i.rotation_failures == 0 for i in identities)
+
+
+async def test_a_peer_of_another_trust_domain_is_refused(tmp_path: Path) -> None:
+    billing = App("billing")
+    async with (
+        backend(billing) as billing_port,
+        sidecar("billing", billing_port, tmp_path) as b,
+        sidecar("intruder", None, tmp_path, "--trust-domain", "elsewhere") as x,
+    ):
+        del b
+        reply = await call(x.port("dapr-http"), "GET", "/v1.0/invoke/billing/method/secrets")
+    assert reply.status == 500
+    assert json.loads(reply.body)["errorCode"] == "ERR_DIRECT_INVOKE"
+    assert billing.seen == []
+
+
+async def test_a_sidecar_with_a_certificate_from_another_ca_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared.db"
+    resolution = (
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: nr}\nspec:\n"
+        "  nameResolution:\n    component: sqlite\n"
+        f"    configuration: {{connectionString: '{shared}'}}\n"
+    )
+    config = tmp_path / "nr.yaml"
+    config.write_text(resolution)
+    billing = App("billing")
+    async with (
+        backend(billing) as billing_port,
+        sidecar("billing", billing_port, tmp_path / "one", "--config", str(config)),
+        sidecar("rogue", None, tmp_path / "two", "--config", str(config)) as rogue,
+    ):
+        reply = await call(rogue.port("dapr-http"), "GET", "/v1.0/invoke/billing/method/x")
+    assert reply.status == 500
+    assert "failed to invoke, id: billing" in json.loads(reply.body)["message"]
+    assert billing.seen == []
+
+
+RESILIENCY = """\
+apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata: {name: billing-policy}
+spec:
+  policies:
+    timeouts: {quick: 500ms}
+    retries:
+      three: {policy: constant, duration: 50ms, maxRetries: 3, matching: {httpStatusCodes: "503"}}
+    circuitBreakers:
+      twoStrikes: {maxRequests: 1, timeout: 60s, trip: consecutiveFailures >= 2}
+  targets:
+    apps:
+      billing: {timeout: quick, retry: three}
+      flaky: {circuitBreaker: twoStrikes}
+"""
+
+
+class Flaky(App):
+    """Answers 503 `failures` times, then as App does; or hangs on /slow."""
+
+    def __init__(self, name: str, failures: int) -> None:
+        super().__init__(name)
+        self.failures = failures
+
+    async def __call__(self, request: Request) -> Response:
+        if request.path == b"/slow":
+            await trio.sleep_forever()
+        if len(self.seen) < self.failures:
+            self.seen.append(request)
+            return Response.text(503, "not yet")
+        return await super().__call__(request)
+
+
+async def test_a_resiliency_policy_retries_times_out_and_breaks_the_circuit(
+    tmp_path: Path,
+) -> None:
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    (resources / "resiliency.yaml").write_text(RESILIENCY)
+    recovering, down, broken = Flaky("billing", 2), Flaky("billing", 100), Flaky("flaky", 100)
+    policy = ("--resources-path", str(resources))
+    async with (
+        backend(recovering) as port,
+        sidecar("orders", None, tmp_path, *policy) as a,
+        sidecar("billing", port, tmp_path),
+    ):
+        api = a.port("dapr-http")
+        ok = await call(api, "POST", "/v1.0/invoke/billing/method/pay", body=b"5")
+        slow = await call(api, "GET", "/v1.0/invoke/billing/method/slow")
+    assert ok.status == 201
+    assert len(recovering.seen) == 3  # two 503s, retried, then the answer
+    assert json.loads(ok.body)["body"] == "5"  # the retried body arrived whole
+    assert slow.status == 500
+    assert "context deadline exceeded" in json.loads(slow.body)["message"]
+    async with (
+        backend(down) as port,
+        sidecar("orders", None, tmp_path / "2", *policy) as a,
+        sidecar("billing", port, tmp_path / "2"),
+    ):
+        exhausted = await call(a.port("dapr-http"), "POST", "/v1.0/invoke/billing/method/pay")
+    assert exhausted.status == 503  # the app's last answer, after 1 + 3 attempts
+    assert len(down.seen) == 4
+    async with (
+        backend(broken) as port,
+        sidecar("orders", None, tmp_path / "3", *policy) as a,
+        sidecar("flaky", port, tmp_path / "3"),
+    ):
+        first = [
+            await call(a.port("dapr-http"), "GET", "/v1.0/invoke/flaky/method/x") for _ in "ab"
+        ]
+        tripped = await call(a.port("dapr-http"), "GET", "/v1.0/invoke/flaky/method/x")
+    assert [r.status for r in first] == [503, 503]
+    assert tripped.status == 500
+    assert "circuit breaker is open" in json.loads(tripped.body)["message"]
+    assert len(broken.seen) == 2  # the open breaker failed fast

@@ -43,6 +43,7 @@ async def sidecar_process(
     app_id: str, data_dir: Path, http_port: int, *args: str
 ) -> AsyncIterator[trio.Process]:
     argv = ["run", "--app-id", app_id, "--dapr-http-port", str(http_port), "--no-admin"]
+    argv += ["--dapr-grpc-port", str(free_port())]
     argv += ["--data-dir", str(data_dir), "--log-level", "warning", *args]
     proc = await trio.lowlevel.open_process(meshwire_cmd(*argv), cwd=ROOT)
     try:
@@ -82,10 +83,11 @@ async def until_status(port: int, target: str, status: int) -> Reply:
 
 
 async def test_the_app_runs_as_a_child_with_daprs_environment(tmp_path: Path) -> None:
-    http, app_port = free_port(), free_port()
+    http, grpc, app_port = free_port(), free_port(), free_port()
     script = tmp_path / "app.py"
     script.write_text(APP)
-    child = ["--app-port", str(app_port), "--", sys.executable, str(script)]
+    child = ["--app-port", str(app_port), "--dapr-grpc-port", str(grpc)]
+    child += ["--", sys.executable, str(script)]
     async with sidecar_process("orders", tmp_path, http, *child):
         await until_status(http, "/v1.0/healthz", 204)  # waits for the app's port
         reply = await get(http, "/v1.0/invoke/orders/method/hello?x=1")
@@ -94,7 +96,7 @@ async def test_the_app_runs_as_a_child_with_daprs_environment(tmp_path: Path) ->
     assert seen["env"] == {
         "APP_ID": "orders",
         "DAPR_HTTP_PORT": str(http),
-        "DAPR_GRPC_PORT": "50001",
+        "DAPR_GRPC_PORT": str(grpc),
         "APP_PORT": str(app_port),
     }
     assert seen["path"] == "/hello?x=1"
@@ -104,6 +106,7 @@ async def test_the_app_runs_as_a_child_with_daprs_environment(tmp_path: Path) ->
 def test_the_sidecar_exits_when_its_app_exits(tmp_path: Path) -> None:
     http = free_port()
     argv = ["run", "--app-id", "batch", "--dapr-http-port", str(http), "--no-admin"]
+    argv += ["--dapr-grpc-port", "0"]
     argv += ["--data-dir", str(tmp_path), "--", sys.executable, "-c", "print('done')"]
     result = subprocess.run(
         meshwire_cmd(*argv), cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE
@@ -135,3 +138,52 @@ async def test_a_killed_target_sidecar_fails_fast_and_recovers(tmp_path: Path) -
     finally:
         app.kill()
         await app.wait()
+
+
+def test_ca_init_creates_the_ca_once_and_sidecars_sign_from_it(tmp_path: Path) -> None:
+    ca_dir = tmp_path / "ca"
+    first = subprocess.run(
+        meshwire_cmd("ca", "init", str(ca_dir)), cwd=ROOT, capture_output=True, text=True
+    )
+    root = (ca_dir / "ca.crt").read_bytes()
+    again = subprocess.run(
+        meshwire_cmd("ca", "init", str(ca_dir)), cwd=ROOT, capture_output=True, text=True
+    )
+    assert (first.returncode, again.returncode) == (0, 0), first.stderr + again.stderr
+    assert "trust domain public" in first.stdout
+    assert (ca_dir / "ca.crt").read_bytes() == root  # kept, not replaced
+    assert (ca_dir / "issuer.key").stat().st_mode & 0o077 == 0
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "ca.crt").write_text("not a certificate")
+    bad = subprocess.run(
+        meshwire_cmd("ca", "init", str(broken)), cwd=ROOT, capture_output=True, text=True
+    )
+    assert bad.returncode == 1
+    assert str(broken) in bad.stderr  # the message names the file at fault
+
+
+def test_the_dapr_examples_load_and_the_dump_round_trips_through_validate(tmp_path: Path) -> None:
+    examples = ROOT / "config" / "examples" / "dapr"
+    argv = ["run", "--app-id", "billing", "--app-port", "8080", "--data-dir", str(tmp_path)]
+    argv += ["--config", str(examples / "config.yaml")]
+    argv += ["--resources-path", str(examples / "resources"), "--dump-config"]
+    dumped = subprocess.run(meshwire_cmd(*argv), cwd=ROOT, capture_output=True, text=True)
+    assert dumped.returncode == 0, dumped.stderr
+    assert "config_file:" in dumped.stdout
+    config = tmp_path / "dumped.yaml"
+    config.write_text(dumped.stdout)
+    check = subprocess.run(
+        meshwire_cmd("validate", str(config)), cwd=ROOT, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "r.yaml").write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata: {name: r}\n"
+        "spec: {policies: {retries: {x: {maxRetries: many}}}}\n"
+    )
+    argv = ["run", "--app-id", "a", "--resources-path", str(bad), "--dump-config"]
+    refused = subprocess.run(meshwire_cmd(*argv), cwd=ROOT, capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "$.spec.policies.retries.x.maxRetries" in refused.stderr
