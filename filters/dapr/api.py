@@ -111,6 +111,11 @@ class DaprApi:
             "runtimeVersion": runtime.extended["daprRuntimeVersion"],
             "extended": dict(runtime.extended),
         }
+        if runtime.components:
+            value["components"] = [
+                {"name": c.name, "type": c.type, "version": c.version}
+                for c in runtime.components
+            ]
         app = runtime.config.app
         if app is not None and runtime.app is not None:
             host = runtime.app.hosts[0]

@@ -96,18 +96,27 @@ class Invoker:
         sent = CountingBody(request.body)
         request.body = sent
         method = request.method.decode("latin-1")
+        slots = runtime.app_slots  # --app-max-concurrency: held until the app's answer ends
+        if slots is not None:
+            await slots.acquire()
         try:
             if _on_invoke(runtime, request):
                 response = await call_on_invoke(app.send, request, DEFAULT_MAX_MESSAGE_SIZE)
             else:
                 response = await app.send(request)
-        except ProxyError as exc:
-            raise invoke_failed(
-                runtime.app_id, f"error invoking app channel: {exc.message}", flag=exc.flag
-            ) from exc
+        except BaseException as exc:
+            if slots is not None:
+                slots.release()
+            if isinstance(exc, ProxyError):
+                raise invoke_failed(
+                    runtime.app_id, f"error invoking app channel: {exc.message}", flag=exc.flag
+                ) from exc
+            raise
         status = response.status
 
         def ended(received: int, error: BaseException | None) -> None:
+            if slots is not None:
+                slots.release()
             elapsed = (time.monotonic() - sent.started) * 1000
             runtime.metrics.client(method, APP_PATH_LABEL, status, elapsed, sent.count, received)
 

@@ -56,12 +56,17 @@ class SidecarRuntime:
             clusters, stats, telemetry, self.identity, self.resolver, sidecar.mtls.trust_domain
         )
         self.app: UpstreamCluster | None = None
+        self.app_slots: trio.Semaphore | None = None
         if sidecar.app is not None:
             self.app = clusters.get(sidecar.app.cluster)
+            if sidecar.app.max_concurrency > 0:
+                self.app_slots = trio.Semaphore(sidecar.app.max_concurrency)
         self.access = AccessPolicy.from_file(sidecar.config_file, sidecar.namespace)
-        self.resiliencies = load_resources(
+        resources = load_resources(
             [Path(p) for p in sidecar.resources_paths], sidecar.app_id, sidecar.namespace
-        ).resiliencies
+        )
+        self.resiliencies = resources.resiliencies
+        self.components = resources.components  # served by later building blocks
         self._resilience: dict[str, AppResilience | None] = {}
         self.api_token = environ.get(sidecar.api_token_env) or None
         self.app_token = environ.get(sidecar.app_token_env) or None

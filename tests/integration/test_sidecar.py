@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from proxy.http.model import BytesBody, Request, Response
 from tests.dashboards.test_dashboards import tool
-from tests.integration.harness import H1Client, backend
+from tests.integration.harness import H1Client, H2Client, Reply, backend
 from tests.integration.sidecars import generated, sidecar, sidecar_args
 
 
@@ -170,18 +171,6 @@ async def test_api_token_is_required_and_never_forwarded(tmp_path: Path) -> None
     assert json.loads(allowed.body)["headers"]["dapr-api-token"] == "for-the-app"
 
 
-async def test_a_plaintext_peer_is_refused_by_the_internal_port(tmp_path: Path) -> None:
-    async with sidecar("orders", None, tmp_path) as a:
-        stream = await trio.open_tcp_stream("127.0.0.1", a.port("dapr-internal"))
-        async with stream:
-            await stream.send_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-            with trio.fail_after(10):
-                data = b""
-                while chunk := await stream.receive_some(4096):
-                    data += chunk
-    assert b"HTTP/1.1" not in data  # the TLS server never answers plaintext
-
-
 def test_generated_config_names_the_app_and_its_ports(tmp_path: Path) -> None:
     config = generated(sidecar_args("orders", 8080, tmp_path, "--dapr-internal-grpc-port", "0"))
     assert config.sidecar is not None
@@ -190,51 +179,6 @@ def test_generated_config_names_the_app_and_its_ports(tmp_path: Path) -> None:
     names = [listener.name for listener in config.listeners]
     assert names == ["dapr-http", "dapr-internal", "dapr-grpc"]
     assert config.listeners[1].sidecar_mtls
-
-
-ACL = """\
-apiVersion: dapr.io/v1alpha1
-kind: Configuration
-metadata: {name: billing}
-spec:
-  accessControl:
-    defaultAction: deny
-    trustDomain: public
-    policies:
-    - appId: orders
-      defaultAction: deny
-      trustDomain: public
-      namespace: default
-      operations:
-      - {name: /charge/**, httpVerb: [POST], action: allow}
-"""
-
-
-async def test_access_control_is_enforced_by_the_callee_on_the_mtls_identity(
-    tmp_path: Path,
-) -> None:
-    config = tmp_path / "billing.yaml"
-    config.write_text(ACL)
-    orders, billing, audit = App("orders"), App("billing"), App("audit")
-    async with (
-        backend(orders) as orders_port,
-        backend(billing) as billing_port,
-        backend(audit) as audit_port,
-        sidecar("orders", orders_port, tmp_path) as a,
-        sidecar("audit", audit_port, tmp_path) as c,
-        sidecar("billing", billing_port, tmp_path, "--config", str(config)),
-    ):
-        allowed = await call(a.port("dapr-http"), "POST", "/v1.0/invoke/billing/method/charge/1")
-        wrong_verb = await call(a.port("dapr-http"), "GET", "/v1.0/invoke/billing/method/charge/1")
-        other_path = await call(a.port("dapr-http"), "POST", "/v1.0/invoke/billing/method/refund")
-        other_app = await call(c.port("dapr-http"), "POST", "/v1.0/invoke/billing/method/charge/1")
-    assert allowed.status == 201
-    for denied in (wrong_verb, other_path, other_app):
-        assert denied.status == 403, denied.body
-        body = json.loads(denied.body)
-        assert body["errorCode"] == "ERR_DIRECT_INVOKE"
-        assert "access control policy has denied access" in body["message"]
-    assert [r.target for r in billing.seen] == [b"/charge/1"]
 
 
 async def test_daprs_metric_names_are_on_the_metrics_port(tmp_path: Path) -> None:
@@ -282,73 +226,6 @@ async def test_daprs_metric_names_are_on_the_metrics_port(tmp_path: Path) -> Non
         problems = (result.stdout + result.stderr).decode().splitlines()
         # Dapr's own spelling is the one lint exception (`_count` counters, no `_total`, `_ms`).
         assert all(p.startswith("dapr_") for p in problems), problems
-
-
-SHORT_LIVED = """\
-apiVersion: dapr.io/v1alpha1
-kind: Configuration
-metadata: {name: short-lived-certs}
-spec:
-  mtls: {workloadCertTTL: 2s, allowedClockSkew: 0s}
-"""
-
-
-async def test_certificates_rotate_under_load_without_a_failed_request(tmp_path: Path) -> None:
-    config = tmp_path / "mtls.yaml"
-    config.write_text(SHORT_LIVED)
-    orders, billing = App("orders"), App("billing")
-    statuses: list[int] = []
-    async with (
-        backend(orders) as orders_port,
-        backend(billing) as billing_port,
-        sidecar("orders", orders_port, tmp_path, "--config", str(config)) as a,
-        sidecar("billing", billing_port, tmp_path, "--config", str(config)) as b,
-    ):
-        identities = [s.app.sidecar.identity for s in (a, b) if s.app.sidecar is not None]
-        async with H1Client.connect(a.port("dapr-http")) as client:
-            with trio.fail_after(30):  # each side renews at half-life: every second
-                while min(i.rotations for i in identities) < 3:
-                    reply = await client.request("POST", "/v1.0/invoke/billing/method/x", [], b"1")
-                    statuses.append(reply.status)
-        fresh = await call(a.port("dapr-http"), "GET", "/v1.0/invoke/billing/method/y")
-    assert set(statuses) == {201}, statuses
-    assert fresh.status == 201  # a new connection handshakes with the rotated certificates
-    assert all(i.rotation_failures == 0 for i in identities)
-
-
-async def test_a_peer_of_another_trust_domain_is_refused(tmp_path: Path) -> None:
-    billing = App("billing")
-    async with (
-        backend(billing) as billing_port,
-        sidecar("billing", billing_port, tmp_path) as b,
-        sidecar("intruder", None, tmp_path, "--trust-domain", "elsewhere") as x,
-    ):
-        del b
-        reply = await call(x.port("dapr-http"), "GET", "/v1.0/invoke/billing/method/secrets")
-    assert reply.status == 500
-    assert json.loads(reply.body)["errorCode"] == "ERR_DIRECT_INVOKE"
-    assert billing.seen == []
-
-
-async def test_a_sidecar_with_a_certificate_from_another_ca_is_refused(tmp_path: Path) -> None:
-    shared = tmp_path / "shared.db"
-    resolution = (
-        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: nr}\nspec:\n"
-        "  nameResolution:\n    component: sqlite\n"
-        f"    configuration: {{connectionString: '{shared}'}}\n"
-    )
-    config = tmp_path / "nr.yaml"
-    config.write_text(resolution)
-    billing = App("billing")
-    async with (
-        backend(billing) as billing_port,
-        sidecar("billing", billing_port, tmp_path / "one", "--config", str(config)),
-        sidecar("rogue", None, tmp_path / "two", "--config", str(config)) as rogue,
-    ):
-        reply = await call(rogue.port("dapr-http"), "GET", "/v1.0/invoke/billing/method/x")
-    assert reply.status == 500
-    assert "failed to invoke, id: billing" in json.loads(reply.body)["message"]
-    assert billing.seen == []
 
 
 RESILIENCY = """\
@@ -427,3 +304,65 @@ async def test_a_resiliency_policy_retries_times_out_and_breaks_the_circuit(
     assert tripped.status == 500
     assert "circuit breaker is open" in json.loads(tripped.body)["message"]
     assert len(broken.seen) == 2  # the open breaker failed fast
+
+
+class Counting(App):
+    """Records the most requests it had in flight at once."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.in_flight = 0
+        self.most = 0
+        self.release = trio.Event()
+        self.arrived = trio.Event()
+
+    async def __call__(self, request: Request) -> Response:
+        self.arrived.set()
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await self.release.wait()
+            return await super().__call__(request)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_h2c_callers_streamed_bodies_and_app_max_concurrency(tmp_path: Path) -> None:
+    billing = Counting("billing")
+    big = b"0123456789" * 500_000  # 5 MB, streamed through both sidecars
+    component = tmp_path / "resources" / "store.yaml"
+    component.parent.mkdir()
+    component.write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: statestore}\n"
+        "spec: {type: state.sqlite, version: v1, metadata: []}\n"
+    )
+    async with (
+        backend(billing) as port,
+        sidecar("orders", None, tmp_path, "--resources-path", str(component.parent)) as a,
+        sidecar("billing", port, tmp_path, "--app-max-concurrency", "1") as b,
+        H2Client.connect(a.port("dapr-http")) as h2,
+    ):
+        assert b.app.sidecar is not None
+        slots = b.app.sidecar.app_slots
+        assert slots is not None
+        replies: list[Reply] = []
+
+        async def send(body: bytes) -> None:
+            replies.append(await h2.request("PUT", "/v1.0/invoke/billing/method/blob", [], body))
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for body in (big, b"small", b"other"):
+                    nursery.start_soon(send, body)
+                await billing.arrived.wait()
+                await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+                assert slots.statistics().tasks_waiting == 2  # queued at the sidecar, not the app
+                billing.release.set()
+        metadata = json.loads((await call(a.port("dapr-http"), "GET", "/v1.0/metadata")).body)
+    assert [r.status for r in replies] == [201, 201, 201]
+    echoed = sorted(json.loads(r.body)["body"].encode() for r in replies)
+    assert echoed == sorted([big, b"small", b"other"])  # every body arrived whole, both ways
+    assert billing.most == 1  # --app-max-concurrency 1: one request at a time at the app
+    assert metadata["components"] == [
+        {"name": "statestore", "type": "state.sqlite", "version": "v1"}
+    ]
