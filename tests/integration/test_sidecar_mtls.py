@@ -7,6 +7,8 @@ from pathlib import Path
 
 import trio
 
+from proxy.http.model import header_get
+from tests.exporters.receivers import http_receiver, wait_until
 from tests.integration.harness import H1Client, backend
 from tests.integration.sidecars import sidecar
 from tests.integration.test_sidecar import App, call
@@ -134,3 +136,39 @@ async def test_a_sidecar_with_a_certificate_from_another_ca_is_refused(tmp_path:
     assert reply.status == 500
     assert "failed to invoke, id: billing" in json.loads(reply.body)["message"]
     assert billing.seen == []
+
+
+async def test_one_trace_across_both_sidecars_exported_to_zipkin(tmp_path: Path) -> None:
+    billing = App("billing")
+    with http_receiver() as (zipkin_port, received):
+        config = tmp_path / "tracing.yaml"
+        config.write_text(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: t}\nspec:\n"
+            "  tracing:\n    samplingRate: '1'\n"
+            f"    zipkin: {{endpointAddress: 'http://127.0.0.1:{zipkin_port}/api/v2/spans'}}\n"
+        )
+        traced = ("--config", str(config))
+        async with (
+            backend(billing) as port,
+            sidecar("orders", None, tmp_path, *traced) as a,
+            sidecar("billing", port, tmp_path, *traced),
+        ):
+            reply = await call(a.port("dapr-http"), "GET", "/v1.0/invoke/billing/method/x")
+        assert reply.status == 201
+        await wait_until(lambda: len(received.zipkin_spans()) >= 4, "four spans")
+    assert received.errors == []  # every batch valid against the Zipkin spec
+    spans = received.zipkin_spans()
+    assert len({s["traceId"] for s in spans}) == 1
+    by_service = {(s["localEndpoint"]["serviceName"], s["kind"]): s for s in spans}
+    a_server, a_client = by_service[("orders", "SERVER")], by_service[("orders", "CLIENT")]
+    b_server, b_client = by_service[("billing", "SERVER")], by_service[("billing", "CLIENT")]
+    assert "parentId" not in a_server
+    assert a_client["parentId"] == a_server["id"]
+    assert b_server["parentId"] == a_client["id"]  # continued over the mutual-TLS hop
+    assert b_client["parentId"] == b_server["id"]
+    traceparent = billing.seen[0]
+    assert header_get(traceparent.headers, b"traceparent") is not None
+    assert (
+        header_get(traceparent.headers, b"traceparent").split(b"-")[1].decode()
+        == (a_server["traceId"])
+    )
