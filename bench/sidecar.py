@@ -83,18 +83,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def hey(url: str, rate: int, seconds: int) -> dict[str, float]:
     workers = WORKERS[rate]
+    limit = ["-q", str(rate // workers)] if rate > 1 else []  # 1: back to back, unlimited
     out = subprocess.run(
-        [
-            *pinned(0),
-            "hey",
-            "-z",
-            f"{seconds}s",
-            "-c",
-            str(workers),
-            "-q",
-            str(rate // workers),
-            url,
-        ],
+        [*pinned(0), "hey", "-z", f"{seconds}s", "-c", str(workers), *limit, url],
         capture_output=True,
         text=True,
         check=False,
@@ -106,6 +97,10 @@ def hey(url: str, rate: int, seconds: int) -> dict[str, float]:
     found["errors"] += float(sum(int(n) for n in re.findall(r"^\s*\[(\d+)\]", errors, re.M)))
     rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
     found["rps"] = float(rps.group(1)) if rps else 0.0
+    for p in ("p50", "p90", "p99"):
+        if p not in found:
+            print(f"hey gave no {p} for {url}:\n{out}", file=sys.stderr)
+            found[p] = float("nan")
     return found
 
 
