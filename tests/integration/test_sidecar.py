@@ -216,6 +216,14 @@ async def test_daprs_metric_names_are_on_the_metrics_port(tmp_path: Path) -> Non
         in callee
     )
     assert 'dapr_http_client_roundtrip_latency_bucket{app_id="billing"' in callee
+    # Every series Dapr's sidecar dashboard (grafana-sidecar-dashboard.json) queries for HTTP.
+    for family in (
+        "dapr_http_server_latency_bucket",
+        "dapr_http_server_response_count",
+        "dapr_http_client_roundtrip_latency_bucket",
+        "dapr_http_client_completed_count",
+    ):
+        assert f"\n{family}{{" in caller + callee, family
     assert "dapr_" not in ours
     promtool = tool("promtool")
     for text in (ours, caller, callee):
