@@ -42,14 +42,36 @@ class SpanAccounts:
             (self.exported if ok else self.failed).value += count
 
 
+class ExportBackoff:
+    """After a failed export, further exports fail at once (counted, never encoded or sent) for
+    a back-off that doubles from 1 s to 30 s while failures continue: a dead collector then
+    costs the proxy nothing but the count. One warning when exports start failing, one when
+    they recover. Used from one export thread."""
+
+    def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._name = name
+        self._clock = clock
+        self._backoff = 0.0  # seconds; 0 while the endpoint is healthy
+        self._resume_at = 0.0
+
+    def waiting(self) -> bool:
+        return bool(self._backoff) and self._clock() < self._resume_at
+
+    def record(self, ok: bool, why: object = None) -> None:
+        if ok:
+            if self._backoff:
+                log.warning("telemetry: %s exports again", self._name)
+            self._backoff = 0.0
+            return
+        if not self._backoff:
+            log.warning("telemetry: %s failed (%r); backing off", self._name, why)
+        self._backoff = min(max(self._backoff * 2, BACKOFF_MIN), BACKOFF_MAX)
+        self._resume_at = self._clock() + self._backoff
+
+
 class GuardedExporter(SpanExporter):
     """Tells its processor when a batch has left the queue, counts how the export went, and
-    backs off from an endpoint that fails.
-
-    After a failed export, batches fail at once (counted, never encoded or sent) for a back-off
-    that doubles from 1 s to 30 s while failures continue: a dead collector then costs the
-    proxy nothing but the count. One warning when exports start failing, one when they recover.
-    """
+    backs off from an endpoint that fails (ExportBackoff)."""
 
     def __init__(
         self,
@@ -61,18 +83,15 @@ class GuardedExporter(SpanExporter):
         self._inner = inner
         self._taken = taken
         self._accounts = accounts
-        self._clock = clock
-        self._backoff = 0.0  # seconds; 0 while the endpoint is healthy
-        self._resume_at = 0.0
+        self._backoff = ExportBackoff(type(inner).__name__, clock)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         # The batch processor pops a batch off its queue before calling export, so the
         # processor's in-flight count never falls below the real queue length.
         self._taken(len(spans))
-        if self._backoff and self._clock() < self._resume_at:
+        if self._backoff.waiting():
             self._accounts.outcome(len(spans), False)
             return SpanExportResult.FAILURE
-        name = type(self._inner).__name__
         error: Exception | None = None
         try:
             result = self._inner.export(spans)
@@ -80,15 +99,7 @@ class GuardedExporter(SpanExporter):
             error, result = exc, SpanExportResult.FAILURE
         ok = result is SpanExportResult.SUCCESS
         self._accounts.outcome(len(spans), ok)
-        if ok:
-            if self._backoff:
-                log.warning("telemetry: %s exports again", name)
-            self._backoff = 0.0
-        else:
-            if not self._backoff:
-                log.warning("telemetry: %s failed (%r); backing off", name, error or result)
-            self._backoff = min(max(self._backoff * 2, BACKOFF_MIN), BACKOFF_MAX)
-            self._resume_at = self._clock() + self._backoff
+        self._backoff.record(ok, error or result)
         return result
 
     def shutdown(self) -> None:

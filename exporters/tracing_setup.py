@@ -37,12 +37,9 @@ def otlp_span_exporter(otlp: schema.OtlpExporter) -> SpanExporter:
 
 
 def span_exporters(config: schema.Telemetry) -> list[SpanExporter]:
-    """The exporters the config asks for, in a fixed order: zipkin, otlp, console."""
+    """The SDK-batched exporters the config asks for, in a fixed order: otlp, console
+    (Zipkin has its own processor, see span_processors)."""
     found: list[SpanExporter] = []
-    if config.zipkin is not None:
-        from exporters.zipkin import zipkin_exporter
-
-        found.append(zipkin_exporter(config.zipkin))
     if config.otlp is not None:
         found.append(otlp_span_exporter(config.otlp))
     if config.console:
@@ -60,21 +57,28 @@ def build_tracer_provider(
     the incoming trace context through unchanged (recording spans only to drop them would cost
     time, and an always-off sampler would clear the sampled flag downstream services rely on).
     """
-    exporters = span_exporters(config)
-    if not exporters:
-        return NoOpTracerProvider(), None
-    return sdk_tracing(
-        resource,
-        [
-            BoundedSpanProcessor(
-                exporter,
-                capacity=config.max_queue_size,
-                accounts=accounts,
-                meter_provider=meter_provider,
+    processors: list[SpanProcessor] = []
+    if config.zipkin is not None:
+        from exporters.zipkin import zipkin_exporter
+        from exporters.zipkin_processor import ZipkinSpanProcessor
+
+        processors.append(
+            ZipkinSpanProcessor(
+                zipkin_exporter(config.zipkin), capacity=config.max_queue_size, accounts=accounts
             )
-            for exporter in exporters
-        ],
+        )
+    processors.extend(
+        BoundedSpanProcessor(
+            exporter,
+            capacity=config.max_queue_size,
+            accounts=accounts,
+            meter_provider=meter_provider,
+        )
+        for exporter in span_exporters(config)
     )
+    if not processors:
+        return NoOpTracerProvider(), None
+    return sdk_tracing(resource, processors)
 
 
 def sdk_tracing(

@@ -14,7 +14,6 @@ from opentelemetry.exporter.zipkin.json import ZipkinExporter
 from opentelemetry.exporter.zipkin.json.v2 import JsonV2Encoder
 from opentelemetry.exporter.zipkin.node_endpoint import NodeEndpoint
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from config import schema
@@ -54,6 +53,17 @@ class SpecJsonV2Encoder(JsonV2Encoder):
     def __init__(self, max_tag_value_length: int = 128) -> None:
         super().__init__(max_tag_value_length)
         self._shared: tuple[object, object, dict[str, str]] | None = None
+
+    def local_endpoint(self, service_name: str) -> dict[str, Any]:
+        """The `localEndpoint` object every span of this process carries."""
+        node = NodeEndpoint()
+        node.service_name = service_name
+        encoded: dict[str, Any] = self._encode_local_endpoint(node)
+        return encoded
+
+    def encode_span(self, span: ReadableSpan, local_endpoint: dict[str, Any]) -> bytes:
+        """One span as a JSON object, to be joined into a batch's array."""
+        return _JSON.encode(self._encode_span(span, local_endpoint))  # type: ignore[arg-type]
 
     def serialize(self, spans: Sequence[Span], local_endpoint: NodeEndpoint) -> str:
         endpoint = self._encode_local_endpoint(local_endpoint)
@@ -168,7 +178,7 @@ def _endpoint(service: object, address: object, port: object) -> dict[str, Any]:
     return endpoint
 
 
-def zipkin_exporter(config: schema.ZipkinExporter) -> SpanExporter:
+def zipkin_exporter(config: schema.ZipkinExporter) -> ZipkinExporter:
     """The SDK's Zipkin JSON exporter (blocking `requests`, fine on the batch thread).
 
     Proxy settings from the environment are read once here: by default `requests` re-reads
@@ -184,5 +194,4 @@ def zipkin_exporter(config: schema.ZipkinExporter) -> SpanExporter:
     )
     limit = exporter.encoder.max_tag_value_length
     exporter.encoder = SpecJsonV2Encoder(limit)  # type: ignore[assignment]
-    result: SpanExporter = exporter
-    return result
+    return exporter

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from opentelemetry.util.types import AttributeValue
 
 from exporters import names
@@ -23,8 +25,9 @@ def span_method(method: bytes) -> str:
     return method.decode("latin-1") if method in KNOWN_METHODS else "HTTP"
 
 
+@functools.lru_cache(maxsize=256)
 def split_authority(authority: bytes) -> tuple[str, int | None]:
-    """`host[:port]` / `[v6][:port]` → (host, port or None)."""
+    """`host[:port]` / `[v6][:port]` → (host, port or None); a proxy sees few distinct ones."""
     text = authority.decode("latin-1")
     if text.startswith("["):
         end = text.find("]")
@@ -65,10 +68,16 @@ def server_attributes(request: Request) -> dict[str, AttributeValue]:
         attrs[names.SERVER_PORT] = port
     info = request.info
     if info.downstream_addr:
-        attrs[names.CLIENT_ADDRESS] = split_authority(info.downstream_addr.encode())[0]
+        attrs[names.CLIENT_ADDRESS] = _client_host(info.downstream_addr)
     agent = header_get(headers, b"user-agent")
     if agent is not None:
         attrs[names.USER_AGENT] = agent.decode("latin-1")
     if info.request_id is not None:
         attrs[names.REQUEST_ID] = info.request_id.decode("latin-1")
     return attrs
+
+
+def _client_host(address: str) -> str:
+    """The host part of a peer address `host:port` / `[v6]:port` (ports vary per connection)."""
+    host = address.rpartition(":")[0] if address.count(":") == 1 or "]" in address else address
+    return host.strip("[]")

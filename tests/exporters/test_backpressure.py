@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from config import schema
 from exporters.span_queue import GuardedExporter, SpanAccounts
 from exporters.telemetry import Telemetry
+from exporters.zipkin_processor import THREAD_NAME as ZIPKIN_THREAD
 from proxy.stats import Stats
 from tests.exporters.receivers import closed_port, silent_port, wait_until
 
@@ -50,7 +51,8 @@ def counts(stats: Stats) -> tuple[int, int, int]:
 
 
 def batch_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("OtelBatch")]
+    names = ("OtelBatch", ZIPKIN_THREAD)
+    return [t for t in threading.enumerate() if t.name.startswith(names)]
 
 
 def zipkin(port: int, timeout: float) -> schema.Telemetry:

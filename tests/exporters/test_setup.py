@@ -9,7 +9,7 @@ from config import schema
 from exporters.resource import build_resource, signal_url
 from exporters.telemetry import Telemetry
 from exporters.tracing_setup import span_exporters
-from exporters.zipkin import SpecJsonV2Encoder
+from exporters.zipkin import SpecJsonV2Encoder, zipkin_exporter
 from proxy.stats import Stats
 
 
@@ -25,12 +25,14 @@ def test_exporters_in_order_and_none_means_no_sdk_tracer() -> None:
         otlp=schema.OtlpExporter(endpoint="http://127.0.0.1:4318"),
         console=True,
     )
-    zipkin, otlp, console = span_exporters(config)
-    assert isinstance(zipkin.encoder, SpecJsonV2Encoder)  # type: ignore[attr-defined]
+    otlp, console = span_exporters(config)  # Zipkin has its own processor, not an SDK batch
     assert type(otlp).__module__.startswith("opentelemetry.exporter.otlp.proto.http")
     assert isinstance(console, ConsoleSpanExporter)
-    for exporter in (zipkin, otlp, console):
+    for exporter in (otlp, console):
         exporter.shutdown()
+    zipkin = zipkin_exporter(schema.ZipkinExporter())
+    assert isinstance(zipkin.encoder, SpecJsonV2Encoder)
+    zipkin.shutdown()
     assert span_exporters(schema.Telemetry()) == []
     stats = Stats()
     assert isinstance(
