@@ -31,6 +31,7 @@ class Mtls(Frozen, frozen=True):
     trust_domain: str = "public"
     workload_cert_ttl: Duration = Duration(24 * 3600.0)
     allowed_clock_skew: Duration = Duration(15 * 60.0)
+    sentry_address: str | None = None  # https://host:port of `meshwire ca serve`; None: local CA
 
 
 class Sidecar(Frozen, frozen=True):

@@ -27,6 +27,7 @@ from proxy.sidecar.options import (
     sidecar_config,
     with_sidecar_settings,
 )
+from proxy.tls.errors import CaError
 from proxy.version import VERSION
 
 EXIT_CONFIG = 2
@@ -270,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         application = app_module.build(config)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, CaError) as exc:
         print(f"{source}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:

@@ -113,8 +113,7 @@ class DaprApi:
         }
         if runtime.components:
             value["components"] = [
-                {"name": c.name, "type": c.type, "version": c.version}
-                for c in runtime.components
+                {"name": c.name, "type": c.type, "version": c.version} for c in runtime.components
             ]
         app = runtime.config.app
         if app is not None and runtime.app is not None:

@@ -71,6 +71,12 @@ def add_dapr_arguments(run: argparse.ArgumentParser) -> None:
     dapr.add_argument(
         "--trust-domain", default="public", help="SPIFFE trust domain of the sidecars (public)"
     )
+    dapr.add_argument(
+        "--sentry-address",
+        metavar="https://HOST:PORT",
+        help="get the workload certificate from `meshwire ca serve` there (verified against "
+        "$DAPR_TRUST_ANCHORS; token from $MESHWIRE_CA_TOKEN or $DAPR_SENTRY_TOKEN_FILE)",
+    )
 
 
 def data_dir(args: argparse.Namespace, environ: Mapping[str, str]) -> Path:
@@ -132,7 +138,11 @@ def sidecar_config(
         advertise_host=environ.get("DAPR_HOST_IP", "127.0.0.1"),
         data_dir=str(base),
         name_resolution=NameResolution(),
-        mtls=Mtls(ca_dir=str(base / "ca"), trust_domain=args.trust_domain),
+        mtls=Mtls(
+            ca_dir=str(base / "ca"),
+            trust_domain=args.trust_domain,
+            sentry_address=args.sentry_address,
+        ),
         resources_paths=[*args.resources_path, *args.components_path],
         config_file=args.config,
     )
