@@ -41,6 +41,7 @@ bench-tools:
 bench: $(STAMP) bench-tools
 	bash bench/run.sh
 	$(BIN)/python bench/tracing.py
+	$(BIN)/python bench/sidecar.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
