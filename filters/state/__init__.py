@@ -1,0 +1,1 @@
+"""Dapr state management: the Store protocol, its backends and the API terminals."""
