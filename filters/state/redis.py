@@ -1,0 +1,314 @@
+"""`state.redis`: Dapr's Redis state store on the official redis client, bridged to trio."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import redis
+import trio
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from config.dapr.component import Component
+from config.dapr.duration import parse_go_duration
+from filters.state.store import (
+    DeleteRequest,
+    ETagInvalid,
+    ETagMismatch,
+    Feature,
+    NotSupported,
+    Query,
+    QueryResult,
+    SetRequest,
+    StateError,
+    StateItem,
+)
+
+__all__ = ["RedisSettings", "RedisStore"]
+
+T = TypeVar("T")
+
+DEFAULT_POOL_SIZE = 10 * (os.cpu_count() or 1)  # go-redis: 10 connections per CPU
+
+# One script applies every write (a single set/delete is a one-operation transaction), so the
+# etag / first-write checks and the writes happen atomically on the server: writers in other
+# processes cannot interleave. KEYS[i] is operation i's key; ARGV holds 6 fields per operation:
+# kind ("set"|"del"), check (""|"etag"|"first"), etag, data, ttl seconds (<= 0: none),
+# content type ("": none). Every check runs first, against the state the earlier operations
+# of the same call would leave; nothing is written unless all pass. Returns 0, or the 1-based
+# index of the first operation whose check failed.
+_APPLY = """
+local staged, versions = {}, {}
+local function current(key)
+  if staged[key] ~= nil then return staged[key] end
+  if redis.call("EXISTS", key) == 0 then return false end
+  if redis.call("TYPE", key).ok ~= "hash" then return "" end
+  return redis.call("HGET", key, "version") or ""
+end
+for i, key in ipairs(KEYS) do
+  local b = (i - 1) * 6
+  local version = current(key)
+  if ARGV[b + 2] == "etag" and version ~= ARGV[b + 3] then return i end
+  if ARGV[b + 2] == "first" and version then return i end
+  if ARGV[b + 1] == "del" then
+    staged[key] = false
+  else
+    staged[key] = tostring((tonumber(version) or 0) + 1)
+    versions[i] = staged[key]
+  end
+end
+for i, key in ipairs(KEYS) do
+  local b = (i - 1) * 6
+  if ARGV[b + 1] == "del" then
+    redis.call("DEL", key)
+  else
+    if redis.call("EXISTS", key) == 1 and redis.call("TYPE", key).ok ~= "hash" then
+      redis.call("DEL", key)
+    end
+    redis.call("HSET", key, "data", ARGV[b + 4], "version", versions[i])
+    if ARGV[b + 6] == "" then
+      redis.call("HDEL", key, "contentType")
+    else
+      redis.call("HSET", key, "contentType", ARGV[b + 6])
+    end
+    local ttl = tonumber(ARGV[b + 5])
+    if ttl > 0 then redis.call("EXPIRE", key, ttl) else redis.call("PERSIST", key) end
+  end
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """Dapr's `state.redis` metadata (components-contrib redis settings), with its defaults."""
+
+    host: str
+    port: int = 6379
+    username: str | None = None
+    password: str | None = None
+    db: int = 0
+    tls: bool = False
+    max_retries: int = 3
+    max_retry_backoff: float = 2.0
+    dial_timeout: float = 5.0
+    read_timeout: float = 3.0
+    pool_size: int = DEFAULT_POOL_SIZE
+    default_ttl: int | None = None  # ttlInSeconds: for saves that give none
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class RedisStore:
+    """Values live as Dapr's do: a hash per key with `data` (the bytes) and `version` (the
+    etag), plus `contentType` when one was given. Every blocking call runs on a worker thread
+    under a CapacityLimiter as large as the connection pool."""
+
+    features: frozenset[Feature] = frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL})
+
+    def __init__(self, settings: RedisSettings, *, name: str = "redis") -> None:
+        self.settings = settings
+        self.name = name
+        # Retry only when the connection failed: a timed-out script may have run, and running
+        # it again would apply the writes twice.
+        retry = Retry(
+            ExponentialBackoff(cap=settings.max_retry_backoff, base=0.008),
+            settings.max_retries,
+            supported_errors=(redis.ConnectionError,),
+        )
+        self._client = redis.Redis(
+            host=settings.host,
+            port=settings.port,
+            db=settings.db,
+            username=settings.username,
+            password=settings.password,
+            ssl=settings.tls,
+            socket_connect_timeout=settings.dial_timeout,
+            socket_timeout=settings.read_timeout,
+            max_connections=settings.pool_size,
+            retry=retry,
+        )
+        self._apply = self._client.register_script(_APPLY)
+        self._limiter = trio.CapacityLimiter(settings.pool_size)
+
+    @classmethod
+    def from_component(cls, component: Component) -> RedisStore:
+        """The store for a `state.redis` Component; StateError names a bad metadata value."""
+        meta = _Metadata(component)
+        if meta.text("redisType", "node").lower() != "node" or meta.flag("failover"):
+            raise meta.error("redisType", "only a single node is supported (no cluster/sentinel)")
+        host, port = _split_host(meta.text("redisHost", ""), meta)
+        ttl = meta.integer("ttlInSeconds", None)
+        retries = meta.integer("redisMaxRetries", None)
+        if retries is None:
+            retries = meta.integer("maxRetries", 3) or 0
+        settings = RedisSettings(
+            host=host,
+            port=port,
+            username=meta.text("redisUsername", "") or None,
+            password=meta.text("redisPassword", "") or None,
+            db=meta.integer("redisDB", 0) or 0,
+            tls=meta.flag("enableTLS"),
+            max_retries=max(0, retries),
+            max_retry_backoff=meta.duration("maxRetryBackoff", 2.0),
+            dial_timeout=meta.duration("dialTimeout", 5.0),
+            read_timeout=meta.duration("readTimeout", 3.0),
+            pool_size=meta.integer("poolSize", None) or DEFAULT_POOL_SIZE,
+            default_ttl=ttl if ttl is not None and ttl > 0 else None,
+        )
+        return cls(settings, name=component.name)
+
+    async def init(self) -> None:
+        await self._run(self._client.ping)
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(self._client.close, limiter=self._limiter)
+
+    async def get(self, key: str) -> StateItem | None:
+        return (await self.bulk_get([key]))[0]
+
+    async def bulk_get(self, keys: Sequence[str]) -> list[StateItem | None]:
+        if not keys:
+            return []
+        return await self._run(self._read, list(keys))
+
+    async def set(self, request: SetRequest) -> None:
+        await self.transact([request])
+
+    async def delete(self, request: DeleteRequest) -> None:
+        await self.transact([request])
+
+    async def transact(self, operations: Sequence[SetRequest | DeleteRequest]) -> None:
+        if not operations:
+            return
+        keys: list[str] = []
+        args: list[bytes | str | int] = []
+        for op in operations:
+            keys.append(op.key)
+            args.extend(self._arguments(op))
+        failed = await self._run(lambda: int(self._apply(keys=keys, args=args)))
+        if failed:
+            op = operations[failed - 1]
+            if op.etag is not None:
+                raise ETagMismatch(f"etag mismatch for key {op.key!r}")
+            raise ETagMismatch(f"first-write: key {op.key!r} already exists")
+
+    async def query(self, query: Query) -> QueryResult:
+        raise NotSupported(f"state store {self.name}: redis does not support the query API")
+
+    def _arguments(self, op: SetRequest | DeleteRequest) -> list[bytes | str | int]:
+        check, etag = "", ""
+        if op.etag is not None:
+            check, etag = "etag", _version(op.key, op.etag)
+        elif isinstance(op, SetRequest) and op.concurrency == "first-write":
+            check = "first"
+        if isinstance(op, DeleteRequest):
+            return ["del", check, etag, b"", 0, ""]
+        ttl = op.ttl if op.ttl is not None else self.settings.default_ttl
+        return ["set", check, etag, op.value, ttl or 0, op.content_type or ""]
+
+    def _read(self, keys: list[str]) -> list[StateItem | None]:
+        pipe = self._client.pipeline(transaction=True)
+        for key in keys:
+            pipe.hmget(key, ["data", "version", "contentType"])
+            pipe.pexpiretime(key)
+        replies = pipe.execute()
+        items: list[StateItem | None] = []
+        for i, key in enumerate(keys):
+            (data, version, content_type), expire_ms = replies[2 * i], replies[2 * i + 1]
+            if data is None or version is None:
+                items.append(None)
+                continue
+            items.append(
+                StateItem(
+                    key=key,
+                    value=bytes(data),
+                    etag=version.decode(),
+                    content_type=content_type.decode() if content_type is not None else None,
+                    expires_at=expire_ms / 1000 if expire_ms > 0 else None,
+                )
+            )
+        return items
+
+    async def _run(self, call: Callable[..., T], *args: object) -> T:
+        # Not abandoned on cancel: a write in flight must finish (its socket timeouts bound it)
+        # before the caller learns anything, or the caller could not tell whether it applied.
+        try:
+            return await trio.to_thread.run_sync(call, *args, limiter=self._limiter)
+        except redis.RedisError as exc:
+            raise StateError(
+                f"state store {self.name}: redis at {self.settings.address}: {exc}"
+            ) from exc
+
+
+def _version(key: str, etag: str) -> str:
+    """The version an etag names; ETagInvalid unless it is a number this store could issue."""
+    if etag == "":
+        return "-"  # never a stored version: an empty etag is a condition that cannot hold
+    text = etag.strip()
+    if not text.isascii() or not text.isdigit():
+        raise ETagInvalid(f"invalid etag {etag!r} for key {key!r}: redis etags are numbers")
+    return str(int(text))
+
+
+def _split_host(text: str, meta: _Metadata) -> tuple[str, int]:
+    if not text:
+        raise meta.error("redisHost", "is required (host:port)")
+    host, colon, port = text.rpartition(":")
+    if not colon or "]" in port:
+        host, port = text, "6379"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise meta.error("redisHost", f"expected host:port, got {text!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+class _Metadata:
+    """Typed reads of a Component's metadata; daprd matches names case-insensitively."""
+
+    def __init__(self, component: Component) -> None:
+        self._name = component.name
+        self._values: Mapping[str, str] = {k.lower(): v for k, v in component.metadata.items()}
+
+    def error(self, key: str, reason: str) -> StateError:
+        return StateError(f"state store {self._name}: metadata {key}: {reason}")
+
+    def text(self, key: str, default: str) -> str:
+        return self._values.get(key.lower(), default).strip() or default
+
+    def flag(self, key: str) -> bool:
+        value = self.text(key, "false").lower()
+        if value not in ("true", "false", "1", "0"):
+            raise self.error(key, f"expected true or false, got {value!r}")
+        return value in ("true", "1")
+
+    def integer(self, key: str, default: int | None) -> int | None:
+        value = self.text(key, "")
+        if not value:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise self.error(key, f"expected an integer, got {value!r}") from None
+
+    def duration(self, key: str, default: float) -> float:
+        """Seconds: a Go duration ("5s", "500ms") or a bare number of seconds."""
+        value = self.text(key, "")
+        if not value:
+            return default
+        try:
+            seconds = float(value)
+        except ValueError:
+            pass
+        else:
+            if seconds >= 0:
+                return seconds
+        try:
+            return parse_go_duration(value)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None

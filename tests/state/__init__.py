@@ -1,0 +1,1 @@
+"""State store tests: the conformance suite every backend runs, and per-backend units."""
