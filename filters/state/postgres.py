@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -14,11 +14,11 @@ import psycopg
 import trio
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from config.dapr.component import Component
 from config.dapr.duration import parse_go_duration
+from filters.state.postgres_query import sql_condition, sql_sort_terms
 from filters.state.query import (
     NOT_JSON,
     decode_json,
@@ -229,10 +229,10 @@ class PostgresStore:
         where: list[sql.Composable] = [sql.SQL(f"json IS NOT NULL AND {_LIVE}")]
         params: list[object] = []
         if query.filter is not None:
-            where.append(_condition(query.filter, params))
+            where.append(sql_condition(query.filter, params))
         order: list[sql.Composable] = []
         for field, direction in query.sort:
-            order.extend(_sort_terms(field_path(field), direction == "DESC", params))
+            order.extend(sql_sort_terms(field_path(field), direction == "DESC", params))
         order.append(sql.SQL('key COLLATE "C"'))
         statement = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT %s OFFSET %s").format(
             sql.SQL(_COLUMNS), self._table, sql.SQL(" AND ").join(where), sql.SQL(", ").join(order)
@@ -398,41 +398,3 @@ def _item(row: Row) -> StateItem:
         content_type=content_type,
         expires_at=float(expires_at) if expires_at is not None else None,
     )
-
-
-def _condition(filter_: Mapping[str, object], params: list[object]) -> sql.Composable:
-    """A validated EQ/IN/AND/OR filter as SQL over the jsonb column; values go to `params`."""
-    ((op, arg),) = filter_.items()
-    if op in ("AND", "OR"):
-        assert isinstance(arg, list)
-        parts = [_condition(child, params) for child in arg]
-        return sql.SQL("({})").format(sql.SQL(f" {op} ").join(parts))
-    assert isinstance(arg, Mapping)
-    ((field, wanted),) = arg.items()
-    params.append(field_path(field))
-    if op == "IN":
-        assert isinstance(wanted, list)
-        params.append([Jsonb(value) for value in wanted])
-        return sql.SQL("(json #> %s::text[]) = ANY(%s::jsonb[])")
-    params.append(Jsonb(wanted))
-    return sql.SQL("(json #> %s::text[]) = %s::jsonb")
-
-
-def _sort_terms(path: list[str], descending: bool, params: list[object]) -> list[sql.Composable]:
-    """ORDER BY terms for one field, in query.order_key's order: missing and null, then numbers
-    (booleans as 0/1), then strings by code point, then objects and arrays by their text."""
-    direction = " DESC" if descending else ""
-    value = "(json #> %s::text[])"
-    terms = [
-        f"CASE WHEN jsonb_typeof({value}) IN ('number', 'boolean') THEN 1 "
-        f"WHEN jsonb_typeof({value}) = 'string' THEN 2 "
-        f"WHEN jsonb_typeof({value}) IN ('object', 'array') THEN 3 ELSE 0 END",
-        f"CASE jsonb_typeof({value}) WHEN 'number' THEN {value}::numeric "
-        f"WHEN 'boolean' THEN {value}::boolean::integer END",
-        f"CASE WHEN jsonb_typeof({value}) = 'string' THEN {value} #>> '{{}}' END COLLATE \"C\"",
-        f"CASE WHEN jsonb_typeof({value}) IN ('object', 'array') THEN {value}::text END "
-        'COLLATE "C"',
-    ]
-    for term in terms:
-        params.extend([path] * term.count("%s"))
-    return [sql.SQL(term + direction) for term in terms]
