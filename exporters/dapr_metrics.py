@@ -23,6 +23,8 @@ SIZE_BUCKETS = (
 )  # fmt: skip
 
 _HTTP_LABELS = ("app_id", "method", "path", "status")
+# State management (S3): Dapr's component metrics for state stores.
+_STATE_LABELS = ("app_id", "component", "namespace", "operation", "success")
 
 
 class _Counter:
@@ -130,6 +132,17 @@ class DaprMetrics:
             ("app_id", "dst_app_id", "type", "status"),
             LATENCY_BUCKETS_MS,
         )
+        # State management (S3): one series per store, operation and outcome.
+        self.state_count = _Counter(
+            "dapr_component_state_count", "Operations performed on a state component.",
+            _STATE_LABELS,
+        )  # fmt: skip
+        self.state_latency = _Histogram(
+            "dapr_component_state_latencies",
+            "State component operation latency in ms.",
+            _STATE_LABELS,
+            LATENCY_BUCKETS_MS,
+        )
         self._families: tuple[_Counter | _Histogram, ...] = (
             self.server_requests,
             self.server_responses,
@@ -144,6 +157,8 @@ class DaprMetrics:
             self.invoke_received,
             self.invoke_responses,
             self.invoke_latency,
+            self.state_count,  # S3
+            self.state_latency,  # S3
         )
 
     def server(self, method: str, path: str, status: int, ms: float, rx: int, tx: int) -> None:
@@ -177,6 +192,15 @@ class DaprMetrics:
     def invocation_received(self, caller: str) -> None:
         with self._lock:
             self.invoke_received.add((self.app_id, caller, "unary"))
+
+    def state(
+        self, component: str, namespace: str, operation: str, success: bool, ms: float
+    ) -> None:
+        """One state store operation (S3), when it has ended."""
+        values = (self.app_id, component, namespace, operation, "true" if success else "false")
+        with self._lock:
+            self.state_count.add(values)
+            self.state_latency.observe(values, ms)
 
     def render(self) -> str:
         with self._lock:

@@ -17,6 +17,7 @@ from config import schema
 from config.dapr.configuration import DaprConfigError, load_tracing, with_dapr_tracing
 from config.loader import ConfigError, Problem, check_references, format_problems, load_file
 from exporters import process_log
+from filters.state.registry import StateStoreInitError
 from proxy import app as app_module
 from proxy.server import Bound, serve
 from proxy.sidecar.ca_command import add_ca_command, run_ca_command
@@ -279,9 +280,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"meshwire: {exc}", file=sys.stderr)
         return 1
+    except BaseExceptionGroup as group:
+        # A component that cannot start (a state store) ends start-up with its own reason.
+        failed, rest = group.split(StateStoreInitError)
+        if failed is None or rest is not None:
+            raise
+        for reason in _leaves(failed):
+            print(f"meshwire: {reason}", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 def _validate(files: Sequence[str]) -> int:

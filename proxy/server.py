@@ -224,6 +224,11 @@ async def serve(
                 connections.cancel_scope.deadline = trio.current_time() + app.config.drain_timeout
             sweepers.cancel_scope.cancel()  # the connections they watched are all gone
     finally:
+        # Accept loops close their sockets; these never reached one if start-up failed after
+        # binding (a sidecar component that cannot start). Closing twice is harmless.
+        for _, sockets in plan:
+            for s in sockets:
+                await trio.aclose_forcefully(s)
         for access in access_logs:
             access.close()
         if app.owns_telemetry:

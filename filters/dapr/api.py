@@ -9,6 +9,9 @@ from urllib.parse import parse_qs, unquote
 
 from filters.dapr.invoke import API_TOKEN, APP_ID_HEADER, ERR_DIRECT_INVOKE, Invoker, split_app_id
 from filters.dapr.metering import CountingBody, api_path
+from filters.state import http_api as state_http  # state management (S3)
+from filters.state.observe import Observer  # state management (S3)
+from filters.state.registry import registered_components  # state management (S3)
 from proxy.http.errors import DaprApiError
 from proxy.http.model import BytesBody, Request, Response, header_get
 from proxy.sidecar.runtime import SidecarRuntime
@@ -38,6 +41,9 @@ class DaprApi:
         self.runtime = runtime
         self.invoker = Invoker(runtime)
         self.max_body_size = max_body_size
+        # State management (S3): /v1.0/state/* and /v1.0-alpha1/state/*.
+        observer = Observer(runtime.metrics, runtime.namespace)
+        self.state = state_http.StateHttpApi(runtime.state, observer, max_body_size)
         self._routes: dict[tuple[bytes, bytes], Route] = {
             (b"GET", b"/v1.0/healthz"): self._healthz,
             (b"GET", b"/v1.0/healthz/outbound"): self._healthz_outbound,
@@ -80,6 +86,8 @@ class DaprApi:
             return await route(request, query)
         if path.startswith(b"/v1.0/metadata/") and request.method == b"PUT":
             return await self._set_metadata(request, path)
+        if state_http.handles(path):  # state management (S3), before the invocation fallback
+            return await self.state(request, path, query)
         if path.startswith(_INVOKE_PREFIX):
             return await self._invoke_path(request, path, query)
         target = header_get(request.headers, APP_ID_HEADER)
@@ -111,10 +119,9 @@ class DaprApi:
             "runtimeVersion": runtime.extended["daprRuntimeVersion"],
             "extended": dict(runtime.extended),
         }
-        if runtime.components:
-            value["components"] = [
-                {"name": c.name, "type": c.type, "version": c.version} for c in runtime.components
-            ]
+        components = registered_components(runtime.components, runtime.state)  # S3
+        if components:
+            value["components"] = components
         app = runtime.config.app
         if app is not None and runtime.app is not None:
             host = runtime.app.hosts[0]

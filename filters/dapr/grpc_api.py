@@ -20,6 +20,9 @@ from filters.dapr.app_callback import (
     read_body,
 )
 from filters.dapr.invoke import API_TOKEN, APP_ID_HEADER, CALLEE_APP_ID, Invoker, split_app_id
+from filters.state.grpc_api import StateGrpcApi  # state management (S3)
+from filters.state.observe import Observer  # state management (S3)
+from filters.state.registry import registered_components  # state management (S3)
 from proxy.grpc.context import RequestContext
 from proxy.grpc.metadata import CONTENT_TYPE, is_grpc_content_type, sendable_metadata
 from proxy.grpc.service import GrpcServiceTerminal, UnaryHandler
@@ -80,6 +83,10 @@ class DaprGrpc:
             "GetMetadata": self._get_metadata,
             "SetMetadata": self._set_metadata,
             "Shutdown": self._shutdown,
+            # State management (S3): SaveState, GetState, … QueryStateAlpha1.
+            **StateGrpcApi(
+                DAPR, self.runtime.state, Observer(self.runtime.metrics, self.runtime.namespace)
+            ).methods(),
         }
 
     async def __call__(self, request: Request, /) -> Response:
@@ -180,6 +187,8 @@ class DaprGrpc:
             runtime_version=runtime.extended["daprRuntimeVersion"],
             extended_metadata=dict(runtime.extended),
         )
+        for entry in registered_components(runtime.components, runtime.state):  # S3
+            reply.registered_components.add(**entry)
         app = runtime.config.app
         if app is not None and runtime.app is not None:
             host = runtime.app.hosts[0]

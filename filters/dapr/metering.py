@@ -56,5 +56,8 @@ def api_path(path: bytes, invocation: bool) -> str:
         return "/v1.0/invoke/*/method/*"
     if path.startswith(b"/v1.0/metadata/"):
         return "/v1.0/metadata/*"
+    for api in (b"/v1.0/state/", b"/v1.0-alpha1/state/"):  # store names are caller-chosen too
+        if path.startswith(api):
+            return api.decode() + "*"
     text = path.decode("latin-1")
     return text if text.startswith("/v1.0/") and text.count("/") <= 3 else "other"

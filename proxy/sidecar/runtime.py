@@ -15,6 +15,7 @@ from config.dapr.resources import load_resources
 from exporters.dapr_metrics import DaprMetrics
 from exporters.telemetry import Telemetry
 from filters.dapr.resiliency import AppResilience
+from filters.state.registry import StateStores  # state management (S3)
 from proxy.discovery.base import Instance, Resolver, build_resolver
 from proxy.sidecar.access import AccessPolicy
 from proxy.sidecar.identity import make_identity
@@ -67,6 +68,10 @@ class SidecarRuntime:
         )
         self.resiliencies = resources.resiliencies
         self.components = resources.components  # served by later building blocks
+        # State management (S3): stores from the `state.*` Components, opened by run().
+        self.state = StateStores(
+            self.components, sidecar.app_id, sidecar.namespace, Path(sidecar.data_dir)
+        )
         self._resilience: dict[str, AppResilience | None] = {}
         self.api_token = environ.get(sidecar.api_token_env) or None
         self.app_token = environ.get(sidecar.app_token_env) or None
@@ -107,6 +112,9 @@ class SidecarRuntime:
         internal = bound.get(self.config.internal_listener)
         try:
             async with trio.open_nursery() as nursery:
+                # State management (S3): every store ready (or start-up stops) before serving.
+                await self.state.start()
+                self.state.schedule_cleanup(nursery)
                 await nursery.start(self.resolver.run)
                 await nursery.start(self.identity.run_rotation)
                 if internal is not None:
@@ -123,6 +131,8 @@ class SidecarRuntime:
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 await self.resolver.aclose()
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await self.state.aclose()  # state management (S3)
 
     async def _wait_for_app(self) -> None:
         """Ready once the app accepts TCP connections on its port (daprd's start-up check)."""

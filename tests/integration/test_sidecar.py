@@ -372,5 +372,10 @@ async def test_h2c_callers_streamed_bodies_and_app_max_concurrency(tmp_path: Pat
     assert echoed == sorted([big, b"small", b"other"])  # every body arrived whole, both ways
     assert billing.most == 1  # --app-max-concurrency 1: one request at a time at the app
     assert metadata["components"] == [
-        {"name": "statestore", "type": "state.sqlite", "version": "v1"}
+        {
+            "name": "statestore",
+            "type": "state.sqlite",
+            "version": "v1",
+            "capabilities": ["ETAG", "TRANSACTIONAL", "TTL", "QUERY_API"],
+        }
     ]

@@ -187,3 +187,21 @@ def test_the_dapr_examples_load_and_the_dump_round_trips_through_validate(tmp_pa
     refused = subprocess.run(meshwire_cmd(*argv), cwd=ROOT, capture_output=True, text=True)
     assert refused.returncode == 2
     assert "$.spec.policies.retries.x.maxRetries" in refused.stderr
+
+
+def test_a_state_store_that_cannot_start_stops_the_sidecar_with_its_reason(tmp_path: Path) -> None:
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    (resources / "cache.yaml").write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: cache}\n"
+        f"spec:\n  type: state.redis\n  version: v1\n  metadata:\n"
+        f"  - {{name: redisHost, value: '127.0.0.1:{free_port()}'}}\n"
+    )
+    argv = ["run", "--app-id", "a", "--dapr-http-port", "0", "--dapr-grpc-port", "0"]
+    argv += ["--no-admin", "--data-dir", str(tmp_path), "--resources-path", str(resources)]
+    result = subprocess.run(
+        meshwire_cmd(*argv), cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE
+    )
+    assert result.returncode == 2
+    assert "state store cache (state.redis)" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,266 @@
+"""StateStores: the sidecar's named state stores, built from its `state.*` Components."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, cast
+
+import trio
+
+from config.dapr.component import DEFAULT_INIT_TIMEOUT, Component
+from config.dapr.duration import parse_go_duration
+from filters.state.keys import IllegalKey, KeyScheme, prefix_for
+from filters.state.observe import db_system
+from filters.state.store import Feature, StateError, Store
+
+log = logging.getLogger("meshwire.state")
+
+DEFAULT_STORE = "statestore"
+ACTOR_FLAG = "actorStateStore"
+CLEANUP_INTERVAL = "cleanupInterval"
+DEFAULT_CLEANUP_INTERVAL = 3600.0  # seconds; Dapr's SQL stores purge expired rows hourly
+
+# Component type → (module, class, whether its factory takes `data_dir`). Imported only when a
+# Component asks for the type, so a backend that is missing fails that Component alone.
+_BACKENDS: dict[str, tuple[str, str, bool]] = {
+    "state.in-memory": ("filters.state.memory", "MemoryStore", False),
+    "state.sqlite": ("filters.state.sqlite", "SqliteStore", True),
+    "state.redis": ("filters.state.redis", "RedisStore", False),
+    "state.postgresql": ("filters.state.postgres", "PostgresStore", False),
+    "state.postgres": ("filters.state.postgres", "PostgresStore", False),
+}
+
+
+class StateStoreInitError(Exception):
+    """A state store could not be built or initialised: start-up stops with this reason."""
+
+
+class _Factory(Protocol):
+    def __call__(self, component: Component, /, **options: object) -> Store: ...
+
+
+class _Cleaning(Protocol):
+    async def cleanup(self) -> object: ...
+
+
+class _Background(Protocol):
+    async def run(self) -> None: ...
+
+
+@dataclass(slots=True)
+class NamedStore:
+    """One initialised store as the API addresses it."""
+
+    name: str
+    component: Component
+    store: Store
+    keys: KeyScheme
+    actor: bool = False
+    system: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.system = db_system(self.component.type)
+
+    @property
+    def features(self) -> frozenset[Feature]:
+        features = frozenset(self.store.features)
+        return features | {Feature.ACTOR} if self.actor else features
+
+    @property
+    def capabilities(self) -> list[str]:
+        """The features as /v1.0/metadata lists them, in a stable order."""
+        return [f.value for f in Feature if f in self.features]
+
+
+def default_component(namespace: str) -> Component:
+    """The embedded store when no state Component is given: SQLite in the data directory."""
+    return Component(
+        name=DEFAULT_STORE,
+        namespace=namespace,
+        type="state.sqlite",
+        version="v1",
+        init_timeout=DEFAULT_INIT_TIMEOUT,
+        ignore_errors=False,
+        metadata={ACTOR_FLAG: "true"},  # state.sqlite's default file: <data_dir>/state.db
+        secret_refs={},
+        scopes=(),
+    )
+
+
+def _is_actor_store(component: Component) -> bool:
+    flag = next((v for k, v in component.metadata.items() if k.lower() == ACTOR_FLAG.lower()), "")
+    return flag.strip().lower() in ("true", "1", "yes", "y", "on")
+
+
+def _construct(component: Component, data_dir: Path) -> Store:
+    backend = _BACKENDS.get(component.type)
+    if backend is None:
+        known = ", ".join(sorted(_BACKENDS))
+        raise StateStoreInitError(f"unknown state store type {component.type!r}; one of {known}")
+    module_name, class_name, takes_data_dir = backend
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise StateStoreInitError(f"backend {module_name} is not available: {exc}") from exc
+    factory = cast(_Factory, getattr(module, class_name).from_component)
+    options: dict[str, object] = {"data_dir": data_dir} if takes_data_dir else {}
+    try:
+        return factory(component, **options)
+    except (StateError, ValueError) as exc:
+        raise StateStoreInitError(str(exc)) from exc
+
+
+class StateStores:
+    """The stores by name. Construction only reads the Components; `start` builds and
+    initialises each store, `aclose` closes them."""
+
+    def __init__(
+        self, components: Sequence[Component], app_id: str, namespace: str, data_dir: Path
+    ) -> None:
+        wanted = [c for c in components if c.category == "state"]
+        self.components: tuple[Component, ...] = tuple(wanted) or (default_component(namespace),)
+        self.app_id = app_id
+        self.namespace = namespace
+        self.data_dir = data_dir
+        self._stores: dict[str, NamedStore] = {}
+        actors = [c.name for c in self.components if _is_actor_store(c)]
+        if len(actors) > 1:
+            raise ValueError(
+                f"only one state store may set {ACTOR_FLAG}: true; found {', '.join(actors)}"
+            )
+
+    def get(self, name: str) -> NamedStore | None:
+        return self._stores.get(name)
+
+    def __iter__(self) -> Iterator[NamedStore]:
+        return iter(self._stores.values())
+
+    def __len__(self) -> int:
+        return len(self._stores)
+
+    @property
+    def actor_store(self) -> NamedStore | None:
+        return next((s for s in self._stores.values() if s.actor), None)
+
+    async def start(self) -> None:
+        """Build and initialise every store, in Component order. A failure stops here with
+        `state store <name> (<type>): <reason>`, unless the Component has ignoreErrors."""
+        for component in self.components:
+            try:
+                named = await self._open(component)
+            except StateStoreInitError as exc:
+                message = f"state store {component.name} ({component.type}): {exc}"
+                if not component.ignore_errors:
+                    await self.aclose()
+                    raise StateStoreInitError(message) from exc
+                log.warning("%s; ignored (ignoreErrors)", message)
+                continue
+            self._stores[component.name] = named
+            log.info("state store %s (%s) is ready", component.name, component.type)
+
+    async def _open(self, component: Component) -> NamedStore:
+        try:
+            prefix = prefix_for(component.metadata, component.name, self.app_id, self.namespace)
+        except IllegalKey as exc:
+            raise StateStoreInitError(str(exc)) from exc
+        store = _construct(component, self.data_dir)
+        timeout = component.init_timeout or DEFAULT_INIT_TIMEOUT
+        try:
+            with trio.fail_after(timeout):
+                await store.init()
+        except trio.TooSlowError:
+            reason = f"init timed out after {timeout:g}s"
+        except (StateError, OSError, ValueError) as exc:
+            reason = str(exc) or type(exc).__name__
+        except BaseException:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await _close_quietly(component.name, store)
+            raise
+        else:
+            actor = _is_actor_store(component)
+            return NamedStore(component.name, component, store, KeyScheme(prefix), actor)
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            await _close_quietly(component.name, store)
+        raise StateStoreInitError(reason)
+
+    def schedule_cleanup(self, nursery: trio.Nursery) -> None:
+        """Purge expired keys periodically in the stores that need it: a store with its own
+        background `run` (e.g. PostgreSQL's, coordinated between processes) runs it; one with
+        only `cleanup` has it called every cleanup interval."""
+        for named in self._stores.values():
+            background = getattr(named.store, "run", None)
+            if background is not None:
+                nursery.start_soon(_background, named.name, cast(_Background, named.store))
+                continue
+            if getattr(named.store, "cleanup", None) is None:
+                continue
+            interval = _cleanup_interval(named)
+            if interval is not None and interval > 0:
+                store = cast(_Cleaning, named.store)
+                nursery.start_soon(_cleanup_loop, named.name, store, interval)
+
+    async def aclose(self) -> None:
+        stores, self._stores = list(self._stores.values()), {}
+        for named in stores:
+            await _close_quietly(named.name, named.store)
+
+
+def registered_components(
+    components: Sequence[Component], stores: StateStores
+) -> list[dict[str, object]]:
+    """The loaded Components as /v1.0/metadata lists them: state stores with their
+    capabilities, and the embedded default store when it stands in for a Component."""
+    listed: list[dict[str, object]] = []
+    for c in (*components, *(s.component for s in stores if s.component not in components)):
+        entry: dict[str, object] = {"name": c.name, "type": c.type, "version": c.version}
+        named = stores.get(c.name) if c.category == "state" else None
+        if named is not None:
+            entry["capabilities"] = named.capabilities
+        listed.append(entry)
+    return listed
+
+
+def _cleanup_interval(named: NamedStore) -> float | None:
+    """Seconds between cleanups: the store's own `cleanup_interval` when it parsed one from its
+    metadata (None: never), else `cleanupInterval` here, hourly by default, negative: never."""
+    missing = object()
+    own = getattr(named.store, "cleanup_interval", missing)
+    if own is not missing:
+        return float(own) if isinstance(own, int | float) else None
+    raw = named.component.metadata.get(CLEANUP_INTERVAL, "").strip()
+    if not raw:
+        return DEFAULT_CLEANUP_INTERVAL
+    if raw.startswith("-"):
+        return None
+    try:
+        return parse_go_duration(raw)
+    except ValueError:
+        log.warning("state store %s: bad %s %r", named.name, CLEANUP_INTERVAL, raw)
+        return DEFAULT_CLEANUP_INTERVAL
+
+
+async def _cleanup_loop(name: str, store: _Cleaning, interval: float) -> None:
+    while True:
+        await trio.sleep(interval)
+        try:
+            await store.cleanup()
+        except (StateError, OSError) as exc:
+            log.warning("state store %s: cleanup of expired keys failed: %s", name, exc)
+
+
+async def _background(name: str, store: _Background) -> None:
+    try:
+        await store.run()
+    except (StateError, OSError) as exc:
+        log.warning("state store %s: background work stopped: %s", name, exc)
+
+
+async def _close_quietly(name: str, store: Store) -> None:
+    try:
+        await store.aclose()
+    except (StateError, OSError) as exc:
+        log.warning("state store %s: close failed: %s", name, exc)
