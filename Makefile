@@ -42,6 +42,7 @@ bench: $(STAMP) bench-tools
 	bash bench/run.sh
 	$(BIN)/python bench/tracing.py
 	$(BIN)/python bench/sidecar.py
+	$(BIN)/python bench/state.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
