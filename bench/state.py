@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HTTP = 3700
+HTTP, GRPC = 3700, 3701
 TABLE = f"bench_state_{uuid.uuid4().hex[:8]}"
 PG = "host=127.0.0.1 user=postgres dbname=test"
 TARGET_ADDED_P50_MS = 0.3
@@ -84,6 +84,32 @@ def hey(
     return found
 
 
+def grpc_get_body(store: str, key: str) -> bytes:
+    """A framed dapr.proto.runtime.v1.Dapr/GetState request, for h2load's -d."""
+    from dapr.proto.runtime.v1 import dapr_pb2
+    from google.protobuf import message_factory
+
+    method = dapr_pb2.DESCRIPTOR.services_by_name["Dapr"].methods_by_name["GetState"]
+    request = message_factory.GetMessageClass(method.input_type)(store_name=store, key=key)
+    payload = request.SerializeToString()
+    return b"\x00" + len(payload).to_bytes(4, "big") + payload
+
+
+def h2load_grpc(port: int, body: Path, one_at_a_time: bool, seconds: int, log: Path) -> float:
+    """gRPC GetState with h2load: p50 ms one at a time (from its per-request log), or ops/s."""
+    args = [*pinned(0), "h2load", "-d", str(body), "-H", "content-type: application/grpc"]
+    args += ["-H", "te: trailers"]
+    args += ["-c1", "-m1", "-n", "3000", f"--log-file={log}"] if one_at_a_time else []
+    args += [] if one_at_a_time else ["-c4", "-m8", "-D", str(seconds)]
+    url = f"http://127.0.0.1:{port}/dapr.proto.runtime.v1.Dapr/GetState"
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=False).stdout
+    if one_at_a_time:
+        times = [int(line.split()[2]) / 1000 for line in log.read_text().splitlines() if line]
+        return statistics.median(times) if times else float("nan")  # microseconds -> ms
+    found = re.search(r"finished in .*?, ([\d.]+) req/s", out)
+    return float(found.group(1)) if found else 0.0
+
+
 def timed(op: Callable[[], object], n: int = 3000) -> tuple[float, float]:
     """p50/p99 in ms of `op` run back to back."""
     times = []
@@ -133,10 +159,11 @@ def main() -> int:
     components(resources)
     log = (work / "sidecar.log").open("ab")
     argv = [*pinned(1), str(ROOT / ".venv/bin/meshwire"), "run", "--app-id", "bench"]
-    argv += ["--dapr-http-port", str(HTTP), "--dapr-grpc-port", "0", "--no-admin"]
+    argv += ["--dapr-http-port", str(HTTP), "--dapr-grpc-port", str(GRPC), "--no-admin"]
     argv += ["--data-dir", str(work), "--resources-path", str(resources), "--log-level", "warning"]
     sidecar = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
     rows = []
+    grpc_rows: dict[str, tuple[float, float]] = {}
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -154,6 +181,12 @@ def main() -> int:
             http("POST", f"/v1.0/state/{store}", save.encode())
             get_path = f"/v1.0/state/{store}/k"
             hey(get_path, 1000, 2)  # warm-up
+            body = work / f"{store}.grpc"
+            body.write_bytes(grpc_get_body(store, "k"))
+            grpc_rows[store] = (
+                h2load_grpc(GRPC, body, True, args.seconds, work / f"{store}.log"),
+                h2load_grpc(GRPC, body, False, args.seconds, work / f"{store}.log"),
+            )
             rows.append(
                 (
                     store,
@@ -191,6 +224,11 @@ def main() -> int:
             f"| {get['p50']:.2f}/{get['p99']:.2f} | {get_max['rps']:,.0f} "
             f"| {put['p50']:.2f}/{put['p99']:.2f} | {put_max['rps']:,.0f} | {bad:.0f} |"
         )
+    print("\n| store | gRPC GetState p50 ms, 1 at a time | added p50 ms | gRPC get max ops/s |")
+    print("|---|---|---|---|")
+    for store, (p50, rate) in grpc_rows.items():
+        print(f"| {store} | {p50:.2f} | {p50 - direct[store][0]:+.2f} | {rate:,.0f} |")
+    print()
     for store, _get, _max, get_one, *_ in rows:
         added = get_one["p50"] - direct[store][0]
         verdict = "met" if added <= TARGET_ADDED_P50_MS else "MISSED"
