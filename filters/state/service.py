@@ -19,6 +19,8 @@ from filters.state.registry import NamedStore, StateStores
 from filters.state.store import (
     Concurrency,
     DeleteRequest,
+    ETagInvalid,
+    ETagMismatch,
     Feature,
     NotSupported,
     Query,
@@ -164,7 +166,7 @@ class StateService:
         try:
             await self._call(named, "set", trace, write, len(stored))
         except StateError as exc:
-            message = f"failed saving state in state store {named.name}: {exc}"
+            message = f"failed saving state in state store {named.name}: {_reason(exc)}"
             raise errors.store_failure("ERR_STATE_SAVE", message, exc) from exc
 
     async def delete(
@@ -181,7 +183,7 @@ class StateService:
             await self._call(named, operation, trace, remove, len(stored))
         except StateError as exc:
             keys = ", ".join(r.key for r in requests)
-            message = f"failed deleting state with key {keys}: {exc}"
+            message = f"failed deleting state with key {keys}: {_reason(exc)}"
             raise errors.store_failure("ERR_STATE_DELETE", message, exc) from exc
 
     def require_transactions(self, named: NamedStore) -> None:
@@ -236,3 +238,12 @@ class StateService:
 
 
 __all__ = ["StateApiError", "StateService"]
+
+
+def _reason(error: StateError) -> str:
+    """What a caller may read: stores name the stored key, whose prefix (`appid||`) is ours."""
+    if isinstance(error, ETagMismatch):
+        return "possible etag mismatch"  # daprd's wording
+    if isinstance(error, ETagInvalid):
+        return "invalid etag value"
+    return str(error)

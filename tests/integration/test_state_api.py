@@ -133,7 +133,9 @@ async def test_etags_decide_saves_and_deletes(tmp_path: Path, store: str) -> Non
         gone = await call(port, "GET", f"{base}/k")
         absent = await call(port, "DELETE", f"{base}/k")
     assert error(stale) == (409, "ERR_STATE_SAVE")
-    assert f"failed saving state in state store {store}" in json.loads(stale.body)["message"]
+    assert json.loads(stale.body)["message"] == (
+        f"failed saving state in state store {store}: possible etag mismatch"
+    )  # daprd's wording; never the stored key with its app-id prefix
     assert error(first_write) == (409, "ERR_STATE_SAVE")
     assert matched.status == 204
     assert current.body == b"4"
