@@ -77,6 +77,7 @@ class Invoker:
             return await self.to_app(request, runtime.app_id, runtime.namespace)
         request.headers.append((CALLEE_APP_ID, target.encode()))
         request.headers.append((CALLEE_NAMESPACE, namespace.encode()))
+        stamp_forwarded(request.headers, runtime.config.advertise_host, runtime.hostname)
         return await self._to_peer(request, target, namespace)
 
     async def to_app(self, request: Request, caller: str, caller_namespace: str) -> Response:
@@ -183,6 +184,23 @@ class Invoker:
             raise invoke_failed(target, exc.message, flag=exc.flag) from exc
         peers.outliers.record(instance, response.status < 500)
         return response
+
+
+def stamp_forwarded(headers: Headers, ip: str, hostname: str) -> None:
+    """What daprd adds to a call leaving for another sidecar, appended to existing values:
+    X-Forwarded-For (our host IP), X-Forwarded-Host (our host name) and Forwarded."""
+    forwarded = f"for={ip};by={ip};host={hostname}"
+    for name, value in (
+        (b"x-forwarded-for", ip),
+        (b"x-forwarded-host", hostname),
+        (b"forwarded", forwarded),
+    ):
+        for i, (key, old) in enumerate(headers):
+            if key == name:
+                headers[i] = (name, old + b", " + value.encode())
+                break
+        else:
+            headers.append((name, value.encode()))
 
 
 class _Unreachable(DaprApiError):

@@ -99,6 +99,7 @@ def sidecar_config(
             name="dapr-http",
             address=_address(host, args.dapr_http_port),
             filters=[DaprApiFilter()],
+            use_remote_address=False,  # daprd adds no x-forwarded-* for the app's own calls
         ),
         schema.Listener(
             name=INTERNAL_LISTENER,
@@ -107,6 +108,7 @@ def sidecar_config(
             sidecar_mtls=True,
             filters=[DaprInternalFilter()],
             generate_request_id=False,
+            use_remote_address=False,  # the calling sidecar stamps Dapr's forwarded headers
         ),
         schema.Listener(
             name="dapr-grpc",
@@ -114,6 +116,7 @@ def sidecar_config(
             protocols=["h2c"],
             filters=[DaprGrpcFilter()],
             generate_request_id=False,  # proxied gRPC calls travel with the caller's metadata only
+            use_remote_address=False,
         ),
     ]
     clusters: list[schema.Cluster] = []

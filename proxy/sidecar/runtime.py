@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class SidecarRuntime:
     ) -> None:
         self.config = sidecar
         self.app_id = sidecar.app_id
+        self.hostname = socket.gethostname()
         self.namespace = sidecar.namespace
         self.spiffe_id = SpiffeId(sidecar.mtls.trust_domain, sidecar.namespace, sidecar.app_id)
         self.identity: WorkloadIdentity = make_identity(sidecar.mtls, self.spiffe_id, environ)

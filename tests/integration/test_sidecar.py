@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import trio
@@ -79,6 +80,11 @@ async def test_invoke_another_app_through_both_sidecars(tmp_path: Path) -> None:
     assert headers["dapr-callee-app-id"] == "billing"
     assert headers["x-custom"] == "kept"
     assert "dapr-callee-namespace" not in headers
+    # daprd's forwarded headers for a call between sidecars: the calling host, once each.
+    host = socket.gethostname()
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["x-forwarded-host"] == host
+    assert headers["forwarded"] == f"for=127.0.0.1;by=127.0.0.1;host={host}"
 
 
 async def test_the_dapr_app_id_header_form_and_self_invocation(tmp_path: Path) -> None:
