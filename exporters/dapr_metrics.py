@@ -11,6 +11,8 @@ import bisect
 import threading
 from collections.abc import Iterable
 
+from exporters.prometheus_text import escape_label_value
+
 # Dapr's default latency buckets, in milliseconds (pkg/diagnostics/utils).
 LATENCY_BUCKETS_MS = (
     1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 30, 40, 50, 65, 80, 100, 130, 160, 200, 250, 300,
@@ -212,11 +214,7 @@ def _labels(
     names: tuple[str, ...], values: tuple[str, ...], extra: tuple[tuple[str, str], ...] = ()
 ) -> str:
     pairs = [*zip(names, values, strict=True), *extra]
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in pairs) + "}"
 
 
 def _number(value: float) -> str:

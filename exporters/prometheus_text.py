@@ -8,6 +8,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 
 
+def escape_label_value(value: str) -> str:
+    """A label value as the 0.0.4 text format writes it (backslash, newline, double quote)."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
 def exposed_names(family: Metric) -> set[str]:
     """Every name a family puts in a 0.0.4 exposition: its TYPE line's and its samples'."""
     typed = family.name + {"counter": "_total", "info": "_info"}.get(family.type, "")

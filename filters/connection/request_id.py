@@ -12,11 +12,6 @@ _XFF = b"x-forwarded-for"
 _XFP = b"x-forwarded-proto"
 
 
-def _peer_ip(addr: str) -> bytes:
-    host, _, _ = addr.rpartition(":")
-    return (host.strip("[]") or addr).encode()
-
-
 class ConnectionManagerFilter:
     """Gives each request an id; records the client in x-forwarded-for/-proto (as Envoy's HCM)."""
 
@@ -49,7 +44,7 @@ class ConnectionManagerFilter:
             headers.append((_REQUEST_ID, rid))
         request.info.request_id = rid
         if self._xff and request.info.downstream_addr:
-            ip = _peer_ip(request.info.downstream_addr)
+            ip = request.info.downstream_host.encode()
             if xff_at >= 0:
                 headers[xff_at] = (_XFF, headers[xff_at][1] + b", " + ip)
             else:

@@ -8,10 +8,11 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs, unquote
 
 from filters.dapr.invoke import API_TOKEN, APP_ID_HEADER, ERR_DIRECT_INVOKE, Invoker, split_app_id
-from filters.dapr.metering import CountingBody, api_path
+from filters.dapr.metering import api_path
 from filters.state import http_api as state_http  # state management (S3)
 from filters.state.observe import Observer  # state management (S3)
 from filters.state.registry import registered_components  # state management (S3)
+from filters.tracing.body import EndingBody
 from proxy.http.errors import DaprApiError
 from proxy.http.model import BytesBody, Request, Response, header_get
 from proxy.sidecar.runtime import SidecarRuntime
@@ -56,22 +57,22 @@ class DaprApi:
         """Serve one API call and record Dapr's HTTP server metrics when its response ends."""
         metrics = self.runtime.metrics
         method = request.method.decode("latin-1")
-        received = CountingBody(request.body)
-        request.body = received
+        started = time.monotonic()
+        received = request.body = EndingBody(request.body)
         target = header_get(request.headers, APP_ID_HEADER)
         label = api_path(_clean(request.path), target is not None)
         try:
             response = await self._serve(request)
         except DaprApiError as exc:
-            elapsed = (time.monotonic() - received.started) * 1000
+            elapsed = (time.monotonic() - started) * 1000
             metrics.server(method, label, exc.status, elapsed, received.count, 0)
             raise
 
-        def ended(sent: int, error: BaseException | None) -> None:
-            elapsed = (time.monotonic() - received.started) * 1000
-            metrics.server(method, label, response.status, elapsed, received.count, sent)
+        def ended(error: BaseException | None) -> None:
+            elapsed = (time.monotonic() - started) * 1000
+            metrics.server(method, label, response.status, elapsed, received.count, sent.count)
 
-        response.body = CountingBody(response.body, ended)
+        sent = response.body = EndingBody(response.body, ended)
         return response
 
     async def _serve(self, request: Request) -> Response:

@@ -8,8 +8,9 @@ import time
 import trio
 
 from filters.dapr.app_callback import call_on_invoke
-from filters.dapr.metering import CountingBody
+from filters.tracing.body import EndingBody
 from proxy.discovery.base import ResolutionError
+from proxy.discovery.base import split_app_id as split_key
 from proxy.grpc.framing import DEFAULT_MAX_MESSAGE_SIZE
 from proxy.grpc.metadata import is_grpc_content_type
 from proxy.http.errors import DaprApiError, ProxyError, UpstreamConnectFailure
@@ -37,13 +38,13 @@ _STAMPED = frozenset({CALLER_APP_ID, CALLER_NAMESPACE, CALLEE_APP_ID, CALLEE_NAM
 
 
 def split_app_id(text: str, default_namespace: str) -> tuple[str, str]:
-    """`app` or `app.namespace`; more than one dot is an invalid id (as in Dapr)."""
-    name, dot, namespace = text.partition(".")
-    if not name or (dot and (not namespace or "." in namespace)):
+    """`app` or `app.namespace` (name resolution's rule), as Dapr's API error when invalid."""
+    try:
+        return split_key(text, default_namespace)
+    except ValueError:
         raise DaprApiError(
             ERR_DIRECT_INVOKE, f"failed to invoke, id: {text}, err: invalid app id", status=400
-        )
-    return name, namespace or default_namespace
+        ) from None
 
 
 def without(headers: Headers, names: frozenset[bytes]) -> Headers:
@@ -94,8 +95,8 @@ class Invoker:
         if runtime.app_token is not None:
             headers.append((API_TOKEN, runtime.app_token.encode()))
         request.headers = headers
-        sent = CountingBody(request.body)
-        request.body = sent
+        started = time.monotonic()
+        sent = request.body = EndingBody(request.body)
         method = request.method.decode("latin-1")
         slots = runtime.app_slots  # --app-max-concurrency: held until the app's answer ends
         if slots is not None:
@@ -115,13 +116,15 @@ class Invoker:
             raise
         status = response.status
 
-        def ended(received: int, error: BaseException | None) -> None:
+        def ended(error: BaseException | None) -> None:
             if slots is not None:
                 slots.release()
-            elapsed = (time.monotonic() - sent.started) * 1000
-            runtime.metrics.client(method, APP_PATH_LABEL, status, elapsed, sent.count, received)
+            elapsed = (time.monotonic() - started) * 1000
+            runtime.metrics.client(
+                method, APP_PATH_LABEL, status, elapsed, sent.count, received.count
+            )
 
-        response.body = CountingBody(response.body, ended)
+        received = response.body = EndingBody(response.body, ended)
         return response
 
     async def _to_peer(self, request: Request, target: str, namespace: str) -> Response:

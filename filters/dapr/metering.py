@@ -1,52 +1,6 @@
-"""Byte counting and bounded path labels for Dapr's HTTP metrics."""
+"""Bounded path labels for Dapr's HTTP metrics."""
 
 from __future__ import annotations
-
-import time
-from collections.abc import Callable
-
-from proxy.http.model import Body, Headers
-
-# Called once with the bytes that went through and what interrupted the body (None: it ended).
-OnCounted = Callable[[int, BaseException | None], None]
-
-
-class CountingBody:
-    """Passes chunks through, counting them; reports once at the end, on failure or aclose."""
-
-    __slots__ = ("_body", "_on_end", "count", "length", "started", "trailers")
-
-    def __init__(self, body: Body, on_end: OnCounted | None = None) -> None:
-        self._body = body
-        self._on_end = on_end
-        self.count = 0
-        self.length = body.length
-        self.trailers: Headers | None = body.trailers
-        self.started = time.monotonic()
-
-    def _finish(self, error: BaseException | None) -> None:
-        on_end, self._on_end = self._on_end, None
-        if on_end is not None:
-            on_end(self.count, error)
-
-    async def read(self) -> bytes:
-        try:
-            chunk = await self._body.read()
-        except BaseException as exc:
-            self._finish(exc)
-            raise
-        if chunk:
-            self.count += len(chunk)
-        else:
-            self.trailers = self._body.trailers
-            self._finish(None)
-        return chunk
-
-    async def aclose(self) -> None:
-        try:
-            await self._body.aclose()
-        finally:
-            self._finish(None)
 
 
 def api_path(path: bytes, invocation: bool) -> str:

@@ -68,16 +68,10 @@ def server_attributes(request: Request) -> dict[str, AttributeValue]:
         attrs[names.SERVER_PORT] = port
     info = request.info
     if info.downstream_addr:
-        attrs[names.CLIENT_ADDRESS] = _client_host(info.downstream_addr)
+        attrs[names.CLIENT_ADDRESS] = info.downstream_host
     agent = header_get(headers, b"user-agent")
     if agent is not None:
         attrs[names.USER_AGENT] = agent.decode("latin-1")
     if info.request_id is not None:
         attrs[names.REQUEST_ID] = info.request_id.decode("latin-1")
     return attrs
-
-
-def _client_host(address: str) -> str:
-    """The host part of a peer address `host:port` / `[v6]:port` (ports vary per connection)."""
-    host = address.rpartition(":")[0] if address.count(":") == 1 or "]" in address else address
-    return host.strip("[]")

@@ -1,4 +1,4 @@
-"""A response body that reports, exactly once, when it ended, failed or was abandoned."""
+"""A body that counts its bytes and reports, once, when it ended, failed or was abandoned."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ OnEnd = Callable[[BaseException | None], None]
 
 
 class EndingBody:
-    """Passes chunks through; calls `on_end` once, at the end, on a failed read or on aclose."""
+    """Passes chunks through, counting them in `count`; calls `on_end` (if any) once, at the
+    end, on a failed read or on aclose."""
 
-    __slots__ = ("_body", "_on_end", "length", "trailers")
+    __slots__ = ("_body", "_on_end", "count", "length", "trailers")
 
-    def __init__(self, body: Body, on_end: OnEnd) -> None:
+    def __init__(self, body: Body, on_end: OnEnd | None = None) -> None:
         self._body = body
         self._on_end: OnEnd | None = on_end
+        self.count = 0
         self.length = body.length
         self.trailers: Headers | None = body.trailers
 
@@ -32,7 +34,9 @@ class EndingBody:
         except BaseException as exc:  # Cancelled too: the span must still end
             self._finish(exc)
             raise
-        if not chunk:
+        if chunk:
+            self.count += len(chunk)
+        else:
             self.trailers = self._body.trailers
             self._finish(None)
         return chunk

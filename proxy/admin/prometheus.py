@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from exporters.prometheus_text import escape_label_value
 from proxy.stats import Stats
 
 if TYPE_CHECKING:
@@ -49,10 +50,6 @@ def _split(name: str) -> tuple[str, dict[str, str]]:
     return "meshwire_" + name.replace(".", "_"), {}
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
 def _help(name: str) -> str:
     stat = name.rpartition(".")[2]
     found = _HELP.get(stat)
@@ -72,7 +69,7 @@ def render_stats(stats: Stats) -> tuple[str, set[str]]:
             metric, labels = _split(item.name)
             if kind == "counter" and not metric.endswith("_total"):
                 metric += "_total"  # promtool: counters end in _total
-            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+            label_text = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels.items())
             sample = (
                 f"{metric}{{{label_text}}} {item.value}" if label_text else f"{metric} {item.value}"
             )

@@ -125,6 +125,13 @@ class StreamInfo:
             self.response_flags.append(flag)
 
     @property
+    def downstream_host(self) -> str:
+        """The client's host, without the port: `downstream_addr` is `host:port` or `[v6]:port`."""
+        addr = self.downstream_addr
+        host = addr.rpartition(":")[0] if addr.count(":") == 1 or "]" in addr else addr
+        return host.strip("[]")
+
+    @property
     def flags_text(self) -> str:
         """Envoy's rendering: comma-joined flags, '-' when none."""
         return ",".join(self.response_flags) or "-"
