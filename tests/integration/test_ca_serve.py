@@ -8,7 +8,7 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,7 @@ from pathlib import Path
 import trio
 
 from tests.integration.test_process import free_port, meshwire_cmd
-from tests.integration.test_sidecar_process import APP, get, until_status
+from tests.integration.test_sidecar_process import APP, sidecar_process, until_status
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 60
@@ -81,31 +81,6 @@ def sidecar_argv(app_id: str, data_dir: Path, http: int, config: Path, address: 
     return meshwire_cmd(*argv)
 
 
-@asynccontextmanager
-async def sidecar(argv: list[str], env: Mapping[str, str], http: int) -> AsyncIterator[None]:
-    proc = await trio.lowlevel.open_process(argv, cwd=ROOT, env=env)
-    try:
-        with trio.fail_after(DEADLINE):
-            while True:
-                assert proc.poll() is None, "sidecar exited during start-up"
-                try:
-                    reply = await get(http, "/v1.0/healthz/outbound")
-                except OSError:
-                    await trio.sleep(0.05)
-                    continue
-                if reply.status == 204:
-                    break
-        yield
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            with trio.move_on_after(DEADLINE):
-                await proc.wait()
-        if proc.poll() is None:
-            proc.kill()
-            await proc.wait()
-
-
 def shared_resolution(tmp_path: Path) -> Path:
     config = tmp_path / "config.yaml"
     config.write_text(
@@ -130,12 +105,15 @@ async def test_sidecars_on_separate_data_dirs_call_each_other_with_signed_certif
     front_dir, back_dir = tmp_path / "front", tmp_path / "back"
     front_http, back_http, back_app = free_port(), free_port(), free_port()
     async with ca_serve(tmp_path) as service:
-        back = sidecar_argv("back", back_dir, back_http, config, service.address)
-        back += ["--app-port", str(back_app), "--", sys.executable, str(script)]
-        front = sidecar_argv("front", front_dir, front_http, config, service.address)
+        signing = ("--config", str(config), "--sentry-address", service.address)
+        app = ("--app-port", str(back_app), "--", sys.executable, str(script))
         async with (
-            sidecar(back, environment(service, "t-back"), back_http),
-            sidecar(front, environment(service, "t-front"), front_http),
+            sidecar_process(
+                "back", back_dir, back_http, *signing, *app, env=environment(service, "t-back")
+            ),
+            sidecar_process(
+                "front", front_dir, front_http, *signing, env=environment(service, "t-front")
+            ),
         ):
             reply = await until_status(front_http, "/v1.0/invoke/back/method/x?y=1", 200)
     seen = json.loads(reply.body)

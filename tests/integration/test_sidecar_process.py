@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -40,12 +40,17 @@ HTTPServer(("127.0.0.1", int(os.environ["APP_PORT"])), H).serve_forever()
 
 @asynccontextmanager
 async def sidecar_process(
-    app_id: str, data_dir: Path, http_port: int, *args: str
+    app_id: str,
+    data_dir: Path,
+    http_port: int,
+    *args: str,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[trio.Process]:
+    """`meshwire run --app-id APP_ID ARGS` until the block ends; outbound-ready when yielded."""
     argv = ["run", "--app-id", app_id, "--dapr-http-port", str(http_port), "--no-admin"]
     argv += ["--dapr-grpc-port", str(free_port())]
     argv += ["--data-dir", str(data_dir), "--log-level", "warning", *args]
-    proc = await trio.lowlevel.open_process(meshwire_cmd(*argv), cwd=ROOT)
+    proc = await trio.lowlevel.open_process(meshwire_cmd(*argv), cwd=ROOT, env=env)
     try:
         with trio.fail_after(DEADLINE):
             while True:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from config.dapr.component import Component
 from filters.state.memory import MemoryStore
@@ -56,9 +57,9 @@ class StoreFactory:
         return self.name
 
 
-def component(type_: str, metadata: dict[str, str]) -> Component:
+def component(type_: str, metadata: dict[str, str], name: str = "conformance") -> Component:
     return Component(
-        name="conformance",
+        name=name,
         namespace="default",
         type=type_,
         version="v1",
@@ -199,6 +200,11 @@ def _require(module: str, service: str, address: tuple[str, int]) -> None:
         importlib.import_module(module)
     except ImportError as exc:
         pytest.skip(f"{module} is not available: {exc}")
+    require_service(service, address)
+
+
+def require_service(service: str, address: tuple[str, int]) -> None:
+    """Skip when the service is unreachable; in CI (CI=true) it must be there, so fail."""
     try:
         socket.create_connection(address, timeout=3).close()
     except OSError as exc:
@@ -206,3 +212,11 @@ def _require(module: str, service: str, address: tuple[str, int]) -> None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason)
         pytest.skip(reason)
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Poll `condition` until it holds; the caller's deadline bounds the wait."""
+    while True:
+        if condition():
+            return
+        await trio.sleep(0.01)

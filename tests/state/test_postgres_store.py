@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import psycopg
 import pytest
 import trio
 
-from config.dapr.component import Component
 from filters.state.postgres import PostgresStore
 from filters.state.store import (
     DeleteRequest,
@@ -25,6 +23,8 @@ from filters.state.store import (
     SetRequest,
     StateError,
 )
+from tests.state.stores import component as state_component
+from tests.state.stores import require_service, wait_until
 
 HOST, PORT = "127.0.0.1", 5432
 DSN = f"host={HOST} port={PORT} user=postgres dbname=test"
@@ -59,35 +59,12 @@ async def main(dsn, table, count, folder, name):
 trio.run(main, *sys.argv[1:3], int(sys.argv[3]), *sys.argv[4:6])
 """
 
-
-def require_service(service: str, host: str, port: int) -> None:
-    """Skip when the service is unreachable; in CI (CI=true) it must be there, so fail."""
-    try:
-        socket.create_connection((host, port), timeout=3).close()
-    except OSError as exc:
-        reason = f"{service} is not reachable at {host}:{port}: {exc}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
-async def wait_until(condition: Callable[[], bool]) -> None:
-    """Poll `condition` until it holds; the caller's deadline bounds the wait."""
-    while True:
-        if condition():
-            return
-        await trio.sleep(0.01)
-
-
-def component(metadata: dict[str, str]) -> Component:
-    return Component(
-        "test-postgres", "default", "state.postgresql", "v1", 5.0, False, metadata, {}, ()
-    )
+component = partial(state_component, "state.postgresql", name="test-postgres")
 
 
 @pytest.fixture
 def table() -> str:
-    require_service("PostgreSQL", HOST, PORT)
+    require_service("PostgreSQL", (HOST, PORT))
     return f"meshwire_test_{uuid.uuid4().hex[:12]}"
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 import redis
 import trio
 
-from config.dapr.component import Component
 from filters.state.redis import RedisStore
 from filters.state.store import (
     DeleteRequest,
@@ -25,6 +23,8 @@ from filters.state.store import (
     SetRequest,
     StateError,
 )
+from tests.state.stores import component as state_component
+from tests.state.stores import require_service, wait_until
 
 HOST, PORT = "127.0.0.1", 6379
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,33 +58,12 @@ async def main(prefix, count, folder, name):
 trio.run(main, sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4])
 """
 
-
-def require_service(service: str, host: str, port: int) -> None:
-    """Skip when the service is unreachable; in CI (CI=true) it must be there, so fail."""
-    try:
-        socket.create_connection((host, port), timeout=3).close()
-    except OSError as exc:
-        reason = f"{service} is not reachable at {host}:{port}: {exc}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
-async def wait_until(condition: Callable[[], bool]) -> None:
-    """Poll `condition` until it holds; the caller's deadline bounds the wait."""
-    while True:
-        if condition():
-            return
-        await trio.sleep(0.01)
-
-
-def component(metadata: dict[str, str]) -> Component:
-    return Component("test-redis", "default", "state.redis", "v1", 5.0, False, metadata, {}, ())
+component = partial(state_component, "state.redis", name="test-redis")
 
 
 @pytest.fixture
 def raw() -> Iterator[redis.Redis]:
-    require_service("Redis", HOST, PORT)
+    require_service("Redis", (HOST, PORT))
     client = redis.Redis(host=HOST, port=PORT)
     yield client
     client.close()
