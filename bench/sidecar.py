@@ -13,17 +13,15 @@ sidecar's RSS after the load.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from toolkit import parse_hey, pinned, port_free, rss_mb, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 APP, SINK = 18090, 19412
@@ -32,19 +30,6 @@ BODY = "hello from backend"
 RATES = (1, 500, 1000)  # 1: one request at a time (no queueing), as fast as it goes
 WORKERS = {1: 1, 500: 10, 1000: 20}  # x 50 req/s each (hey's -q is per worker)
 TARGET_P90_MS, TARGET_P99_MS = 1.40, 2.10  # Dapr's published added latency
-
-
-def pinned(cpu: int) -> list[str]:
-    return (
-        ["taskset", "-c", str(cpu)]
-        if shutil.which("taskset") and (os.cpu_count() or 1) >= 2
-        else []
-    )
-
-
-def free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 def status(url: str) -> int:
@@ -64,23 +49,6 @@ def wait_for(url: str, want: int, deadline_s: float = 30) -> bool:
     return False
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def hey(url: str, rate: int, seconds: int) -> dict[str, float]:
     workers = WORKERS[rate]
     limit = ["-q", str(rate // workers)] if rate > 1 else []  # 1: back to back, unlimited
@@ -90,13 +58,8 @@ def hey(url: str, rate: int, seconds: int) -> dict[str, float]:
         text=True,
         check=False,
     ).stdout
-    found = {f"p{p}": float(v) * 1000 for p, v in re.findall(r"(\d+)% in ([\d.]+) secs", out)}
-    codes = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", out))
-    found["errors"] = float(sum(int(n) for c, n in codes.items() if c != "200"))
-    _, _, errors = out.partition("Error distribution:")
-    found["errors"] += float(sum(int(n) for n in re.findall(r"^\s*\[(\d+)\]", errors, re.M)))
-    rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
-    found["rps"] = float(rps.group(1)) if rps else 0.0
+    found = parse_hey(out)
+    found["errors"] = found["bad"]
     for p in ("p50", "p90", "p99"):
         if p not in found:
             print(f"hey gave no {p} for {url}:\n{out}", file=sys.stderr)
@@ -112,7 +75,7 @@ def main() -> int:
         if not shutil.which(tool):
             print(f"{tool} is missing: run `make bench-tools`", file=sys.stderr)
             return 2
-    busy = [p for p in (APP, SINK, CALLER_HTTP, CALLEE_HTTP) if not free(p)]
+    busy = [p for p in (APP, SINK, CALLER_HTTP, CALLEE_HTTP) if not port_free(p)]
     if busy:
         print(f"ports already in use: {busy}", file=sys.stderr)
         return 1

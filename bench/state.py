@@ -15,10 +15,8 @@ adds 0.28 ms at p50 for a get; the issue's goal is <= 0.3 ms.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -30,16 +28,13 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from toolkit import parse_hey, pinned, rss_mb, stop
+
 ROOT = Path(__file__).resolve().parent.parent
 HTTP, GRPC = 3700, 3701
 TABLE = f"bench_state_{uuid.uuid4().hex[:8]}"
 PG = "host=127.0.0.1 user=postgres dbname=test"
 TARGET_ADDED_P50_MS = 0.3
-
-
-def pinned(cpu: int) -> list[str]:
-    ok = shutil.which("taskset") and (os.cpu_count() or 1) >= 2
-    return ["taskset", "-c", str(cpu)] if ok else []
 
 
 def components(directory: Path) -> None:
@@ -76,12 +71,7 @@ def hey(
     out = subprocess.run(
         [*args, f"http://127.0.0.1:{HTTP}{path}"], capture_output=True, text=True, check=False
     ).stdout
-    found = {f"p{p}": float(v) * 1000 for p, v in re.findall(r"(\d+)% in ([\d.]+) secs", out)}
-    rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
-    found["rps"] = float(rps.group(1)) if rps else 0.0
-    codes = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", out))
-    found["bad"] = float(sum(int(n) for c, n in codes.items() if c not in ("200", "204")))
-    return found
+    return parse_hey(out, ok_codes=("200", "204"))
 
 
 def grpc_get_body(store: str, key: str) -> bytes:
@@ -197,15 +187,9 @@ def main() -> int:
                     hey(f"/v1.0/state/{store}", None, args.seconds, save),
                 )
             )
-        rss = next(
-            int(line.split()[1]) / 1024
-            for line in Path(f"/proc/{sidecar.pid}/status").read_text().splitlines()
-            if line.startswith("VmRSS:")
-        )
+        rss = rss_mb(sidecar.pid)
     finally:
-        if sidecar.poll() is None:
-            os.killpg(sidecar.pid, signal.SIGTERM)
-            sidecar.wait(15)
+        stop(sidecar)
         log.close()
     direct = direct_clients(resources)
     print(f"\n## State API — {args.seconds} s per test, {time.strftime('%Y-%m-%d %H:%M:%S')}")

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -31,6 +30,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from toolkit import parse_hey, pinned, port_free, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND, SINK, SLOW_SINK, DOWN = 18080, 19411, 19412, 19413
@@ -88,19 +89,6 @@ VARIANTS = [
 ]
 
 
-def pinned(cpu: int) -> list[str]:
-    return (
-        ["taskset", "-c", str(cpu)]
-        if shutil.which("taskset") and (os.cpu_count() or 1) >= 2
-        else []
-    )
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
-
-
 def get(url: str, timeout: float = 1.0) -> tuple[int, str]:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.status, r.read().decode()
@@ -121,16 +109,6 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, deadline_s: float = 20.0
 def cpu_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime of every thread
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def slow_sink(port: int, delay: float) -> threading.Thread:
@@ -190,17 +168,11 @@ def run_hey(seconds: int) -> tuple[float, float, str]:
         text=True,
         check=False,
     ).stdout
-    p50 = re.search(r"50% in ([\d.]+) secs", out)
-    p99 = re.search(r"99% in ([\d.]+) secs", out)
-    non200 = sum(
-        int(n) for code, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", out) if code != "200"
-    )
-    problem = "" if p50 and p99 and not non200 else f"hey: {non200} non-200"
-    return (
-        float(p50.group(1)) * 1000 if p50 else float("nan"),
-        float(p99.group(1)) * 1000 if p99 else float("nan"),
-        problem,
-    )
+    found = parse_hey(out)
+    p50, p99 = found.get("p50", float("nan")), found.get("p99", float("nan"))
+    complete = "p50" in found and "p99" in found
+    problem = "" if complete and not found["bad"] else f"hey: {found['bad']:.0f} non-200 or errors"
+    return p50, p99, problem
 
 
 def span_counters() -> dict[str, int]:
