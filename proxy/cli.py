@@ -156,7 +156,6 @@ def load_run_config(args: argparse.Namespace) -> schema.Config:
         config = sidecar_config(args)
         dapr_config = args.config or args.dapr_config
         if dapr_config:
-            config = _with_dapr_configuration(config, dapr_config)
             config = with_sidecar_settings(config, dapr_config)
         check_resources(config)
         problems = check_references(config)
@@ -188,7 +187,7 @@ def _with_dapr_configuration(config: schema.Config, path: str) -> schema.Config:
         tracing = load_tracing(path, config.telemetry.service_name)
     except DaprConfigError as err:
         raise ConfigError(err.problems) from err
-    if tracing.ignored and config.sidecar is None:
+    if tracing.ignored:
         ignored = ", spec.".join(tracing.ignored)
         log.warning("%s: not applied yet: spec.%s", path, ignored)
     if tracing.telemetry == schema.Telemetry(service_name=config.telemetry.service_name):

@@ -11,6 +11,7 @@ import msgspec
 
 from config import schema
 from config.dapr.app_configuration import load_configuration
+from config.dapr.configuration import with_dapr_tracing
 from config.dapr.errors import DaprResourceError
 from config.dapr.resources import load_resources
 from config.loader import ConfigError, Problem
@@ -164,8 +165,9 @@ def _address(host: str, port: int) -> str:
 
 
 def with_sidecar_settings(config: schema.Config, dapr_config: str) -> schema.Config:
-    """Apply a Dapr Configuration's nameResolution and trust domain to the sidecar section
-    (its tracing is applied like any listener's; its accessControl is read by the runtime)."""
+    """Apply a Dapr Configuration, read once: its tracing (exporters, and a tracing filter on
+    every listener), nameResolution, mtls and trust domain; its accessControl is read by the
+    runtime from `config_file`."""
     sidecar = config.sidecar
     assert sidecar is not None
     try:
@@ -174,6 +176,9 @@ def with_sidecar_settings(config: schema.Config, dapr_config: str) -> schema.Con
         raise ConfigError(
             [Problem(p.path, f"{p.source}: {p.message}") for p in err.problems]
         ) from err
+    tracing = dapr.tracing
+    if tracing is not None and tracing.telemetry != schema.Telemetry(service_name=sidecar.app_id):
+        config = with_dapr_tracing(config, tracing)
     changes: dict[str, object] = {"config_file": dapr_config}
     if dapr.name_resolution is not None:
         changes["name_resolution"] = NameResolution(
