@@ -17,7 +17,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from config.dapr.component import Component
-from config.dapr.duration import parse_go_duration
+from filters.state.metadata import ComponentMetadata
 from filters.state.postgres_query import sql_condition, sql_sort_terms
 from filters.state.query import (
     NOT_JSON,
@@ -108,25 +108,14 @@ class PostgresStore:
     @classmethod
     def from_component(cls, component: Component) -> PostgresStore:
         """The store for a `state.postgresql` Component; StateError names a bad metadata value."""
-        meta = {key.lower(): value.strip() for key, value in component.metadata.items()}
-
-        def error(key: str, reason: str) -> StateError:
-            return StateError(f"state store {component.name}: metadata {key}: {reason}")
+        meta = ComponentMetadata(component)
+        error = meta.error
 
         def seconds(key: str, default: float | None) -> float | None:
-            value = meta.get(key.lower(), "")
-            if not value:
-                return default
-            try:
-                return float(value)
-            except ValueError:
-                pass
-            try:
-                return parse_go_duration(value)
-            except ValueError as exc:
-                raise error(key, str(exc)) from None
+            found = meta.optional_duration(key, negative_ok=True)  # -1: cleanup off, as Dapr
+            return default if found is None else found
 
-        conninfo = meta.get("connectionstring", "")
+        conninfo = meta.text("connectionString", "")
         if not conninfo:
             raise error("connectionString", "is required")
         try:
@@ -137,13 +126,13 @@ class PostgresStore:
         cleanup = seconds("cleanupInterval", None)
         if cleanup is None:
             cleanup = seconds("cleanupIntervalInSeconds", 3600.0)
-        max_conns = meta.get("maxconns", "") or "0"
+        max_conns = meta.text("maxConns", "0")
         if not max_conns.isdigit():
             raise error("maxConns", f"expected a non-negative integer, got {max_conns!r}")
         settings = PostgresSettings(
             conninfo=conninfo,
-            table=meta.get("tablename") or "state",
-            metadata_table=meta.get("metadatatablename") or "dapr_metadata",
+            table=meta.text("tableName", "state"),
+            metadata_table=meta.text("metadataTableName", "dapr_metadata"),
             timeout=timeout,
             cleanup_interval=cleanup if cleanup and cleanup > 0 else None,
             max_conns=int(max_conns) or DEFAULT_MAX_CONNS,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -13,7 +13,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from config.dapr.component import Component
-from config.dapr.duration import parse_go_duration
+from filters.state.metadata import ComponentMetadata
 from filters.state.store import (
     DeleteRequest,
     ETagInvalid,
@@ -139,7 +139,7 @@ class RedisStore:
     @classmethod
     def from_component(cls, component: Component) -> RedisStore:
         """The store for a `state.redis` Component; StateError names a bad metadata value."""
-        meta = _Metadata(component)
+        meta = ComponentMetadata(component)
         if meta.text("redisType", "node").lower() != "node" or meta.flag("failover"):
             raise meta.error("redisType", "only a single node is supported (no cluster/sentinel)")
         host, port = _split_host(meta.text("redisHost", ""), meta)
@@ -257,7 +257,7 @@ def _version(key: str, etag: str) -> str:
     return str(int(text))
 
 
-def _split_host(text: str, meta: _Metadata) -> tuple[str, int]:
+def _split_host(text: str, meta: ComponentMetadata) -> tuple[str, int]:
     if not text:
         raise meta.error("redisHost", "is required (host:port)")
     host, colon, port = text.rpartition(":")
@@ -266,49 +266,3 @@ def _split_host(text: str, meta: _Metadata) -> tuple[str, int]:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise meta.error("redisHost", f"expected host:port, got {text!r}")
     return host.removeprefix("[").removesuffix("]"), int(port)
-
-
-class _Metadata:
-    """Typed reads of a Component's metadata; daprd matches names case-insensitively."""
-
-    def __init__(self, component: Component) -> None:
-        self._name = component.name
-        self._values: Mapping[str, str] = {k.lower(): v for k, v in component.metadata.items()}
-
-    def error(self, key: str, reason: str) -> StateError:
-        return StateError(f"state store {self._name}: metadata {key}: {reason}")
-
-    def text(self, key: str, default: str) -> str:
-        return self._values.get(key.lower(), default).strip() or default
-
-    def flag(self, key: str) -> bool:
-        value = self.text(key, "false").lower()
-        if value not in ("true", "false", "1", "0"):
-            raise self.error(key, f"expected true or false, got {value!r}")
-        return value in ("true", "1")
-
-    def integer(self, key: str, default: int | None) -> int | None:
-        value = self.text(key, "")
-        if not value:
-            return default
-        try:
-            return int(value)
-        except ValueError:
-            raise self.error(key, f"expected an integer, got {value!r}") from None
-
-    def duration(self, key: str, default: float) -> float:
-        """Seconds: a Go duration ("5s", "500ms") or a bare number of seconds."""
-        value = self.text(key, "")
-        if not value:
-            return default
-        try:
-            seconds = float(value)
-        except ValueError:
-            pass
-        else:
-            if seconds >= 0:
-                return seconds
-        try:
-            return parse_go_duration(value)
-        except ValueError as exc:
-            raise self.error(key, str(exc)) from None
