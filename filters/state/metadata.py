@@ -1,8 +1,8 @@
-"""Typed reads of a Dapr Component's metadata, shared by the state stores."""
+"""Typed reads of a Dapr Component's metadata, shared by the state stores and the brokers."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from config.dapr.component import Component
 from config.dapr.duration import parse_go_duration
@@ -12,12 +12,20 @@ from filters.state.store import StateError
 class ComponentMetadata:
     """Typed reads of a Component's metadata; daprd matches names case-insensitively."""
 
-    def __init__(self, component: Component) -> None:
+    def __init__(
+        self,
+        component: Component,
+        *,
+        error: Callable[[str], Exception] = StateError,
+        kind: str = "state store",
+    ) -> None:
         self._name = component.name
         self._values: Mapping[str, str] = {k.lower(): v for k, v in component.metadata.items()}
+        self._error = error
+        self._kind = kind
 
-    def error(self, key: str, reason: str) -> StateError:
-        return StateError(f"state store {self._name}: metadata {key}: {reason}")
+    def error(self, key: str, reason: str) -> Exception:
+        return self._error(f"{self._kind} {self._name}: metadata {key}: {reason}")
 
     def text(self, key: str, default: str) -> str:
         return self._values.get(key.lower(), default).strip() or default

@@ -1,0 +1,1 @@
+"""Dapr pub/sub: CloudEvents envelopes, brokers, subscriptions and at-least-once delivery."""

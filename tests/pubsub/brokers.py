@@ -1,0 +1,143 @@
+"""The brokers the conformance suites run: how to reach each, what it promises, how to restart."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from config.dapr.component import Component
+from filters.pubsub.broker import Broker
+from filters.pubsub.registry import construct
+
+# Every backend module in tests/pubsub/backends/ exports FACTORY: a BrokerFactory.
+BACKEND_ORDER = ("memory", "sqlite", "redis", "jetstream", "rabbitmq", "mqtt")
+
+
+class PrivateBroker(Protocol):
+    """A broker server of the test's own, on a free port, whose data survives `restart`."""
+
+    metadata: dict[str, str]  # Component metadata that reaches this instance
+
+    def restart(self) -> None:
+        """Stop the server (as abruptly as the backend allows), start it again on the same
+        port and data, and return once it accepts connections."""
+
+
+def _nothing_required() -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class BrokerFactory:
+    """How the suites build a broker of one type.
+
+    `metadata(tmp_path)` is the Component metadata for the shared service (a file under
+    tmp_path for embedded brokers). `require()` runs outside trio and skips (fails in CI)
+    when the service is missing. `private(tmp_path)` starts a private server for the restart
+    tests; None for brokers with no server (in-memory, SQLite)."""
+
+    name: str
+    type: str
+    metadata: Callable[[Path], dict[str, str]]
+    require: Callable[[], None] = _nothing_required
+    durable: bool = True  # published messages survive a restart of the broker and of the sidecar
+    shared: bool = True  # separate processes (sidecars) reach the same topics
+    ordered: bool = True  # one subscriber with concurrency 1 receives in publish order
+    native_ttl: bool = False  # the broker expires messages itself (Feature.MESSAGE_TTL)
+    private: Callable[[Path], AbstractContextManager[PrivateBroker]] | None = None
+    extra: dict[str, str] = field(default_factory=dict)  # notes for humans, e.g. redelivery timing
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def factories() -> list[BrokerFactory]:
+    """Every backend module's FACTORY, the known ones first in a stable order."""
+    package = importlib.import_module("tests.pubsub.backends")
+    found = {info.name for info in pkgutil.iter_modules(package.__path__)}
+    names = [n for n in BACKEND_ORDER if n in found] + sorted(found - set(BACKEND_ORDER))
+    return [importlib.import_module(f"tests.pubsub.backends.{name}").FACTORY for name in names]
+
+
+def component(
+    type_: str, metadata: dict[str, str], name: str = "conformance", scopes: tuple[str, ...] = ()
+) -> Component:
+    return Component(
+        name=name,
+        namespace="default",
+        type=type_,
+        version="v1",
+        init_timeout=10.0,
+        ignore_errors=False,
+        metadata=metadata,
+        secret_refs={},
+        scopes=scopes,
+    )
+
+
+@asynccontextmanager
+async def open_broker(
+    factory: BrokerFactory, tmp_path: Path, metadata: dict[str, str] | None = None
+) -> AsyncIterator[Broker]:
+    """An initialised broker of `factory`'s type; `metadata` overrides the factory's."""
+    merged = {**factory.metadata(tmp_path), **(metadata or {})}
+    broker = construct(component(factory.type, merged), tmp_path)
+    await broker.init()
+    try:
+        yield broker
+    finally:
+        await broker.aclose()
+
+
+def unique_topic(prefix: str = "conf") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def require_service(service: str, address: tuple[str, int]) -> None:
+    """Skip when the service is unreachable; in CI (CI=true) it must be there, so fail."""
+    from tests.state.stores import require_service as require
+
+    require(service, address)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes] | None, deadline: float = 30) -> None:
+    """Block until 127.0.0.1:`port` accepts connections (a private server came up)."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {deadline}s")
+
+
+def stop_process(process: subprocess.Popen[bytes], *, kill: bool = True) -> None:
+    if process.poll() is None:
+        if kill:
+            process.kill()
+        else:
+            process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
