@@ -27,6 +27,8 @@ SIZE_BUCKETS = (
 _HTTP_LABELS = ("app_id", "method", "path", "status")
 # State management (S3): Dapr's component metrics for state stores.
 _STATE_LABELS = ("app_id", "component", "namespace", "operation", "success")
+_EGRESS_LABELS = ("app_id", "component", "namespace", "success", "topic")
+_INGRESS_LABELS = ("app_id", "component", "namespace", "process_status", "topic")
 
 
 class _Counter:
@@ -145,6 +147,27 @@ class DaprMetrics:
             _STATE_LABELS,
             LATENCY_BUCKETS_MS,
         )
+        # Pub/sub (S4): publishes by outcome, deliveries by what the app answered.
+        self.egress_count = _Counter(
+            "dapr_component_pubsub_egress_count", "Messages published to a pub/sub component.",
+            _EGRESS_LABELS,
+        )  # fmt: skip
+        self.egress_latency = _Histogram(
+            "dapr_component_pubsub_egress_latencies",
+            "Publish latency to a pub/sub component in ms.",
+            _EGRESS_LABELS,
+            LATENCY_BUCKETS_MS,
+        )
+        self.ingress_count = _Counter(
+            "dapr_component_pubsub_ingress_count", "Messages delivered from a pub/sub component.",
+            _INGRESS_LABELS,
+        )  # fmt: skip
+        self.ingress_latency = _Histogram(
+            "dapr_component_pubsub_ingress_latencies",
+            "Delivery latency of pub/sub messages to the app in ms.",
+            _INGRESS_LABELS,
+            LATENCY_BUCKETS_MS,
+        )
         self._families: tuple[_Counter | _Histogram, ...] = (
             self.server_requests,
             self.server_responses,
@@ -161,6 +184,10 @@ class DaprMetrics:
             self.invoke_latency,
             self.state_count,  # S3
             self.state_latency,  # S3
+            self.egress_count,  # S4
+            self.egress_latency,  # S4
+            self.ingress_count,  # S4
+            self.ingress_latency,  # S4
         )
 
     def server(self, method: str, path: str, status: int, ms: float, rx: int, tx: int) -> None:
@@ -203,6 +230,25 @@ class DaprMetrics:
         with self._lock:
             self.state_count.add(values)
             self.state_latency.observe(values, ms)
+
+    def published(
+        self, component: str, namespace: str, topic: str, success: bool, ms: float
+    ) -> None:
+        """One publish to a broker (S4), when the broker answered."""
+        outcome = "true" if success else "false"
+        values = (self.app_id, component, namespace, outcome, topic)
+        with self._lock:
+            self.egress_count.add(values)
+            self.egress_latency.observe(values, ms)
+
+    def delivered(
+        self, component: str, namespace: str, topic: str, process_status: str, ms: float
+    ) -> None:
+        """One delivery to the app (S4): process_status is success, retry or drop."""
+        values = (self.app_id, component, namespace, process_status, topic)
+        with self._lock:
+            self.ingress_count.add(values)
+            self.ingress_latency.observe(values, ms)
 
     def render(self) -> str:
         with self._lock:

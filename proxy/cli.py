@@ -17,6 +17,7 @@ from config import schema
 from config.dapr.configuration import DaprConfigError, load_tracing, with_dapr_tracing
 from config.loader import ConfigError, Problem, check_references, format_problems, load_file
 from exporters import process_log
+from filters.pubsub.registry import PubSubInitError
 from filters.state.registry import StateStoreInitError
 from proxy import app as app_module
 from proxy.server import Bound, serve
@@ -280,8 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"meshwire: {exc}", file=sys.stderr)
         return 1
     except BaseExceptionGroup as group:
-        # A component that cannot start (a state store) ends start-up with its own reason.
-        failed, rest = group.split(StateStoreInitError)
+        # A component that cannot start (a state store, a broker) ends start-up with its reason.
+        failed, rest = group.split((StateStoreInitError, PubSubInitError))
         if failed is None or rest is not None:
             raise
         for reason in _leaves(failed):

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from config.dapr.resiliency import (
     BUILT_IN_SERVICE_RETRIES,
     AppTarget,
     CircuitBreakerPolicy,
+    ComponentTarget,
     Resiliency,
     RetryPolicy,
 )
 
-__all__ = ["BUILT_IN_SERVICE_RETRY", "ResolvedAppPolicy", "resolve_app_policy"]
+__all__ = [
+    "BUILT_IN_SERVICE_RETRY",
+    "ResolvedAppPolicy",
+    "ResolvedComponentPolicy",
+    "resolve_app_policy",
+    "resolve_component_policy",
+]
 
 # daprd's DaprBuiltInServiceRetries: constant back-off, 1 s apart, 3 retries.
 BUILT_IN_SERVICE_RETRY = RetryPolicy(policy="constant", duration=1.0, max_retries=3)
@@ -95,4 +102,55 @@ def resolve_app_policy(resiliencies: Sequence[Resiliency], app_id: str) -> Resol
         circuit_breaker=breaker,
         builtin=retry is None,
         connection_retry=builtin_retry,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedComponentPolicy:
+    """The policies for one direction of one component (pub/sub deliveries are `inbound`)."""
+
+    timeout: float | None = None
+    retry: RetryPolicy | None = None
+    circuit_breaker: CircuitBreakerPolicy | None = None
+
+
+def resolve_component_policy(
+    resiliencies: Sequence[Resiliency], component: str, direction: Literal["inbound", "outbound"]
+) -> ResolvedComponentPolicy:
+    """Named target > DefaultComponent{Inbound|Outbound}…Policy > DefaultComponent…Policy >
+    Default…Policy; none at all: no retries here (the broker's redelivery applies)."""
+    merged = _merge(resiliencies)
+    targets: dict[str, ComponentTarget] = {}
+    for resiliency in resiliencies:
+        targets.update(resiliency.components)
+    target = targets.get(component)
+    if target is not None:
+        names = target.inbound if direction == "inbound" else target.outbound
+        return ResolvedComponentPolicy(
+            timeout=merged.timeouts.get(names.timeout) if names.timeout else None,
+            retry=merged.retries.get(names.retry) if names.retry else None,
+            circuit_breaker=merged.breakers.get(names.circuit_breaker)
+            if names.circuit_breaker
+            else None,
+        )
+    way = direction.capitalize()
+    return ResolvedComponentPolicy(
+        timeout=_first(
+            merged.timeouts,
+            f"DefaultComponent{way}TimeoutPolicy",
+            "DefaultComponentTimeoutPolicy",
+            "DefaultTimeoutPolicy",
+        ),
+        retry=_first(
+            merged.retries,
+            f"DefaultComponent{way}RetryPolicy",
+            "DefaultComponentRetryPolicy",
+            "DefaultRetryPolicy",
+        ),
+        circuit_breaker=_first(
+            merged.breakers,
+            f"DefaultComponent{way}CircuitBreakerPolicy",
+            "DefaultComponentCircuitBreakerPolicy",
+            "DefaultCircuitBreakerPolicy",
+        ),
     )

@@ -9,6 +9,9 @@ from urllib.parse import parse_qs, unquote
 
 from filters.dapr.invoke import API_TOKEN, APP_ID_HEADER, ERR_DIRECT_INVOKE, Invoker, split_app_id
 from filters.dapr.metering import api_path
+from filters.pubsub import http_api as publish_http  # pub/sub (S4)
+from filters.pubsub.components import pubsub_components  # pub/sub (S4)
+from filters.pubsub.publisher import Publisher  # pub/sub (S4)
 from filters.state import http_api as state_http  # state management (S3)
 from filters.state.observe import Observer  # state management (S3)
 from filters.state.registry import registered_components  # state management (S3)
@@ -45,6 +48,9 @@ class DaprApi:
         # State management (S3): /v1.0/state/* and /v1.0-alpha1/state/*.
         observer = Observer(runtime.metrics, runtime.namespace)
         self.state = state_http.StateHttpApi(runtime.state, observer, max_body_size)
+        # Pub/sub (S4): /v1.0/publish/* and bulk publish.
+        self.publisher = Publisher(runtime.pubsub, runtime.app_id, runtime.metrics)
+        self.publish = publish_http.PublishHttpApi(self.publisher, max_body_size)
         self._routes: dict[tuple[bytes, bytes], Route] = {
             (b"GET", b"/v1.0/healthz"): self._healthz,
             (b"GET", b"/v1.0/healthz/outbound"): self._healthz_outbound,
@@ -89,6 +95,8 @@ class DaprApi:
             return await self._set_metadata(request, path)
         if state_http.handles(path):  # state management (S3), before the invocation fallback
             return await self.state(request, path, query)
+        if publish_http.handles(path):  # pub/sub (S4)
+            return await self.publish(request, path, query)
         if path.startswith(_INVOKE_PREFIX):
             return await self._invoke_path(request, path, query)
         target = header_get(request.headers, APP_ID_HEADER)
@@ -121,8 +129,12 @@ class DaprApi:
             "extended": dict(runtime.extended),
         }
         components = registered_components(runtime.components, runtime.state)  # S3
+        components.extend(pubsub_components(runtime.pubsub))  # S4
         if components:
             value["components"] = components
+        subscriptions = [sub.describe() for sub in runtime.subscriber.active]  # S4
+        if subscriptions:
+            value["subscriptions"] = subscriptions
         app = runtime.config.app
         if app is not None and runtime.app is not None:
             host = runtime.app.hosts[0]

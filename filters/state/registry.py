@@ -216,6 +216,8 @@ def registered_components(
     capabilities, and the embedded default store when it stands in for a Component."""
     listed: list[dict[str, object]] = []
     for c in (*components, *(s.component for s in stores if s.component not in components)):
+        if c.category == "pubsub":
+            continue  # listed with their capabilities by filters/pubsub (S4)
         entry: dict[str, object] = {"name": c.name, "type": c.type, "version": c.version}
         named = stores.get(c.name) if c.category == "state" else None
         if named is not None:

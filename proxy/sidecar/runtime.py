@@ -16,6 +16,10 @@ from config.dapr.resources import load_resources
 from exporters.dapr_metrics import DaprMetrics
 from exporters.telemetry import Telemetry
 from filters.dapr.resiliency import AppResilience
+from filters.pubsub.components import PubSubs  # pub/sub (S4)
+from filters.pubsub.delivery import HttpAppChannel  # pub/sub (S4)
+from filters.pubsub.subscriber import Subscriber, discover_http  # pub/sub (S4)
+from filters.pubsub.subscriptions import TopicSubscription  # pub/sub (S4)
 from filters.state.registry import StateStores  # state management (S3)
 from proxy.discovery.base import Instance, Resolver, build_resolver
 from proxy.sidecar.access import AccessPolicy
@@ -74,11 +78,19 @@ class SidecarRuntime:
         self.state = StateStores(
             self.components, sidecar.app_id, sidecar.namespace, Path(sidecar.data_dir)
         )
+        self.metrics = DaprMetrics(sidecar.app_id)
+        # Pub/sub (S4): brokers from the `pubsub.*` Components, subscriptions once the app is up.
+        self.spans = telemetry.spans if telemetry is not None else None
+        self.pubsub = PubSubs(
+            self.components, sidecar.app_id, sidecar.namespace, Path(sidecar.data_dir)
+        )
+        self.subscriber = Subscriber(
+            self.pubsub, resources.subscriptions, self.resiliencies, self.metrics, self.spans
+        )
         self._resilience: dict[str, AppResilience | None] = {}
         self.api_token = environ.get(sidecar.api_token_env) or None
         self.app_token = environ.get(sidecar.app_token_env) or None
         self.extended: dict[str, str] = {"daprRuntimeVersion": VERSION}
-        self.metrics = DaprMetrics(sidecar.app_id)
         self.outbound_ready = trio.Event()
         self.app_ready = trio.Event()
         self.shutdown: trio.Event | None = None  # set by the server: POST /v1.0/shutdown
@@ -117,6 +129,7 @@ class SidecarRuntime:
                 # State management (S3): every store ready (or start-up stops) before serving.
                 await self.state.start()
                 self.state.schedule_cleanup(nursery)
+                await self.pubsub.start()  # pub/sub (S4)
                 await nursery.start(self.resolver.run)
                 await nursery.start(self.identity.run_rotation)
                 if internal is not None:
@@ -127,7 +140,7 @@ class SidecarRuntime:
                         )
                     )
                 self.outbound_ready.set()
-                nursery.start_soon(self._wait_for_app)
+                nursery.start_soon(self._serve_app, nursery)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
@@ -135,6 +148,25 @@ class SidecarRuntime:
                 await self.resolver.aclose()
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 await self.state.aclose()  # state management (S3)
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self.pubsub.aclose()  # pub/sub (S4)
+
+    async def _serve_app(self, nursery: trio.Nursery) -> None:
+        """Once the app listens: its subscriptions (pub/sub, S4)."""
+        await self._wait_for_app()
+        if self.app is None or self.config.app is None:
+            return
+        if self.config.app.protocol == "grpc":
+            log.warning("pub/sub delivery to gRPC apps is not available yet")
+            return
+        host = self.app.hosts[0]
+        authority = host.address.encode()
+        channel = HttpAppChannel(self.app.send, authority, self.app_token, self.app_slots)
+
+        async def discover() -> list[TopicSubscription]:
+            return await discover_http(self.app.send, authority, self.app_id) if self.app else []
+
+        await nursery.start(self.subscriber.run, channel, discover)
 
     async def _wait_for_app(self) -> None:
         """Ready once the app accepts TCP connections on its port (daprd's start-up check)."""

@@ -1,0 +1,201 @@
+"""Publishing for the HTTP and gRPC APIs: lookup, scopes, the envelope, the broker, errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import trio
+from opentelemetry.trace import SpanContext
+
+from exporters.dapr_metrics import DaprMetrics
+from filters.pubsub.broker import Feature, PublishRequest, PubSubError
+from filters.pubsub.components import NamedPubSub, PubSubs
+from filters.pubsub.envelope import CLOUDEVENTS_JSON, EnvelopeError, Overrides, build_envelope
+from proxy.http.errors import DaprApiError
+
+__all__ = ["BulkEntry", "Publisher", "traceparent_of"]
+
+RAW_PAYLOAD = "rawpayload"
+TTL_IN_SECONDS = "ttlinseconds"
+BULK_PARALLELISM = 16  # entries of one bulk publish in flight at once
+
+
+def traceparent_of(context: SpanContext) -> str:
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+def _flag(metadata: Mapping[str, str], key: str) -> bool:
+    """A boolean request metadata value (Dapr's strconv.ParseBool spellings)."""
+    raw = next((v for k, v in metadata.items() if k.lower() == key), "").strip()
+    if not raw:
+        return False
+    if raw in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if raw in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise DaprApiError(
+        "ERR_PUBSUB_REQUEST_METADATA",
+        f"failed deserializing metadata: {key} must be a boolean, got {raw!r}",
+        status=400,
+    )
+
+
+def _ttl(metadata: Mapping[str, str]) -> int | None:
+    raw = next((v for k, v in metadata.items() if k.lower() == TTL_IN_SECONDS), "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise DaprApiError(
+            "ERR_PUBSUB_REQUEST_METADATA",
+            f"failed deserializing metadata: ttlInSeconds must be an integer, got {raw!r}",
+            status=400,
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class BulkEntry:
+    entry_id: str
+    body: bytes
+    content_type: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class Publisher:
+    """Publishes for this app: it is the `source` of every envelope."""
+
+    def __init__(self, pubsubs: PubSubs, app_id: str, metrics: DaprMetrics) -> None:
+        self.pubsubs = pubsubs
+        self.app_id = app_id
+        self.metrics = metrics
+
+    def lookup(self, name: str, topic: str) -> NamedPubSub:
+        """The broker named `name`, if this app may publish to `topic` on it."""
+        if not name:
+            raise DaprApiError("ERR_PUBSUB_EMPTY", "pubsub name is empty", status=404)
+        if not len(self.pubsubs):
+            raise DaprApiError("ERR_PUBSUB_NOT_CONFIGURED", "no pubsub is configured", status=400)
+        named = self.pubsubs.get(name)
+        if named is None:
+            raise DaprApiError("ERR_PUBSUB_NOT_FOUND", f"pubsub {name} not found", status=404)
+        if not topic:
+            raise DaprApiError(
+                "ERR_TOPIC_NAME_EMPTY", f"topic is empty in pubsub {name}", status=404
+            )
+        if not named.scopes.may_publish(self.app_id, topic):
+            raise DaprApiError(
+                "ERR_PUBSUB_FORBIDDEN",
+                f"topic {topic} is not allowed for app id {self.app_id}",
+                status=403,
+            )
+        return named
+
+    def envelope(
+        self,
+        named: NamedPubSub,
+        topic: str,
+        body: bytes,
+        content_type: str | None,
+        metadata: Mapping[str, str],
+        trace: SpanContext | None,
+        tracestate: str | None = None,
+    ) -> PublishRequest:
+        """What goes to the broker: the body verbatim (rawPayload) or in its CloudEvent."""
+        if _flag(metadata, RAW_PAYLOAD):
+            return PublishRequest(topic, body, content_type, metadata)
+        ttl = _ttl(metadata)
+        native_ttl = Feature.MESSAGE_TTL in named.features
+        traceparent = traceparent_of(trace) if trace is not None else None
+        if trace is not None and tracestate is None and trace.trace_state:
+            tracestate = trace.trace_state.to_header()
+        overrides = Overrides.from_metadata(metadata, traceparent, tracestate or None)
+        try:
+            data = build_envelope(
+                body,
+                content_type,
+                topic=topic,
+                pubsub=named.name,
+                source=self.app_id,
+                overrides=overrides,
+                ttl_seconds=None if native_ttl else ttl,
+            )
+        except EnvelopeError as exc:
+            raise DaprApiError(
+                "ERR_PUBSUB_CLOUD_EVENTS_SER",
+                f"error when publishing to topic {topic} in pubsub {named.name}: {exc}",
+                status=500,
+            ) from None
+        return PublishRequest(topic, data, CLOUDEVENTS_JSON, metadata)
+
+    async def send(self, named: NamedPubSub, request: PublishRequest) -> None:
+        """Hand one message to the broker; its failure is Dapr's ERR_PUBSUB_PUBLISH_MESSAGE."""
+        started = time.monotonic()
+        try:
+            await named.broker.publish(request)
+        except (PubSubError, OSError) as exc:
+            self._observe(named, request.topic, False, started)
+            raise DaprApiError(
+                "ERR_PUBSUB_PUBLISH_MESSAGE",
+                f"error when publish to topic {request.topic} in pubsub {named.name}: {exc}",
+                status=500,
+            ) from exc
+        self._observe(named, request.topic, True, started)
+
+    def _observe(self, named: NamedPubSub, topic: str, ok: bool, started: float) -> None:
+        elapsed = (time.monotonic() - started) * 1000
+        self.metrics.published(named.name, self.pubsubs.namespace, topic, ok, elapsed)
+
+    async def publish(
+        self,
+        name: str,
+        topic: str,
+        body: bytes,
+        content_type: str | None,
+        metadata: Mapping[str, str],
+        trace: SpanContext | None,
+    ) -> None:
+        named = self.lookup(name, topic)
+        await self.send(named, self.envelope(named, topic, body, content_type, metadata, trace))
+
+    async def bulk_publish(
+        self,
+        name: str,
+        topic: str,
+        entries: Sequence[BulkEntry],
+        metadata: Mapping[str, str],
+        trace: SpanContext | None,
+    ) -> list[tuple[str, str]]:
+        """Publish every entry; the (entryId, error) of those that failed. Entry metadata
+        overrides the request's."""
+        named = self.lookup(name, topic)
+        requests = [
+            (
+                entry.entry_id,
+                self.envelope(
+                    named,
+                    topic,
+                    entry.body,
+                    entry.content_type,
+                    {**metadata, **entry.metadata},
+                    trace,
+                ),
+            )
+            for entry in entries
+        ]
+        failed: list[tuple[str, str]] = []
+        slots = trio.Semaphore(BULK_PARALLELISM)
+
+        async def one(entry_id: str, request: PublishRequest) -> None:
+            async with slots:
+                try:
+                    await self.send(named, request)
+                except DaprApiError as exc:
+                    failed.append((entry_id, exc.message))
+
+        async with trio.open_nursery() as nursery:
+            for entry_id, request in requests:
+                nursery.start_soon(one, entry_id, request)
+        return failed
