@@ -40,6 +40,7 @@ class SubscriberApp:
 
     subscriptions: list[dict[str, object]] | None = None
     answer: Answer = success
+    delay: float = 0.0  # seconds the app spends on each delivery
     received: list[Received] = field(default_factory=list)
     changed: trio.Event = field(default_factory=trio.Event)
 
@@ -55,6 +56,8 @@ class SubscriberApp:
             {k.decode(): v.decode("latin-1") for k, v in request.headers},
             body,
         )
+        if self.delay:
+            await trio.sleep(self.delay)
         self.received.append(got)
         self.changed.set()
         self.changed = trio.Event()
