@@ -43,6 +43,7 @@ bench: $(STAMP) bench-tools
 	$(BIN)/python bench/tracing.py
 	$(BIN)/python bench/sidecar.py
 	$(BIN)/python bench/state.py
+	$(BIN)/python bench/pubsub.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

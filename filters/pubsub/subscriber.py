@@ -13,7 +13,7 @@ from config.dapr.subscription import Subscription as SubscriptionResource
 from exporters.dapr_metrics import DaprMetrics
 from exporters.spans import SpanRecorder
 from filters.dapr.app_callback import read_body
-from filters.pubsub.broker import SubscribeRequest
+from filters.pubsub.broker import PubSubError, SubscribeRequest
 from filters.pubsub.components import NamedPubSub, PubSubs
 from filters.pubsub.delivery import AppChannel, Deliverer
 from filters.pubsub.routing import RouteError
@@ -35,6 +35,7 @@ DEFAULT_CONCURRENCY = 10  # handler calls in flight per subscription, as Dapr's 
 # DaprBuiltInInitializationRetries: exponential from 500 ms, at most 3 retries.
 DISCOVERY_RETRIES = 3
 DISCOVERY_BACKOFF = 0.5
+RESUBSCRIBE_BACKOFF, RESUBSCRIBE_BACKOFF_MAX = 1.0, 30.0  # seconds
 
 Discover = Callable[[], Awaitable[list[TopicSubscription]]]
 
@@ -85,6 +86,37 @@ def _concurrency(named: NamedPubSub, sub: TopicSubscription) -> int:
             except ValueError:
                 log.warning("pubsub %s: concurrency %r is not a number", named.name, raw)
     return DEFAULT_CONCURRENCY
+
+
+async def _supervised(
+    named: NamedPubSub,
+    request: SubscribeRequest,
+    deliverer: Deliverer,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Consume `request` for as long as the sidecar runs: a subscription the broker ends with
+    an error is started again after a pause, so one broker's failure never stops the sidecar."""
+    delay = RESUBSCRIBE_BACKOFF
+    while True:
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(named.broker.subscribe, request, deliverer)
+                task_status.started()
+                task_status = trio.TASK_STATUS_IGNORED
+                delay = RESUBSCRIBE_BACKOFF
+        except (PubSubError, OSError, ValueError) as exc:
+            log.error(
+                "pubsub %s: subscription to %s failed: %s; retrying in %gs",
+                named.name,
+                request.topic,
+                exc,
+                delay,
+            )
+        else:
+            log.warning("pubsub %s: subscription to %s ended", named.name, request.topic)
+        await trio.sleep(delay)
+        delay = min(delay * 2, RESUBSCRIBE_BACKOFF_MAX)
 
 
 class Subscriber:
@@ -149,7 +181,7 @@ class Subscriber:
                 request = SubscribeRequest(
                     sub.topic, named.consumer_id, _concurrency(named, sub), dict(sub.metadata)
                 )
-                await nursery.start(named.broker.subscribe, request, deliverer)
+                await nursery.start(_supervised, named, request, deliverer)
                 self.active.append(sub)
                 log.info(
                     "subscribed to topic %s on pubsub %s (%s)", sub.topic, sub.pubsub, sub.kind
