@@ -20,6 +20,8 @@ from filters.dapr.app_callback import (
     read_body,
 )
 from filters.dapr.invoke import API_TOKEN, APP_ID_HEADER, CALLEE_APP_ID, Invoker, split_app_id
+from filters.pubsub.grpc_api import PubSubGrpcApi  # pub/sub (S4)
+from filters.pubsub.publisher import Publisher  # pub/sub (S4)
 from filters.state.grpc_api import StateGrpcApi  # state management (S3)
 from filters.state.observe import Observer  # state management (S3)
 from filters.state.registry import registered_components  # state management (S3)
@@ -86,6 +88,10 @@ class DaprGrpc:
             # State management (S3): SaveState, GetState, … QueryStateAlpha1.
             **StateGrpcApi(
                 DAPR, self.runtime.state, Observer(self.runtime.metrics, self.runtime.namespace)
+            ).methods(),
+            # Pub/sub (S4): PublishEvent, BulkPublishEventAlpha1, BulkPublishEvent.
+            **PubSubGrpcApi(
+                DAPR, Publisher(self.runtime.pubsub, self.runtime.app_id, self.runtime.metrics)
             ).methods(),
         }
 

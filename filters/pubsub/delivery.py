@@ -77,6 +77,7 @@ class Delivery:
     data: bytes  # the CloudEvent JSON as delivered
     event: Mapping[str, object]
     headers: Headers  # broker metadata and trace context
+    topic: str = ""  # the subscription's (a dead-letter topic's events name their origin)
 
 
 class AppChannel(Protocol):
@@ -284,7 +285,8 @@ class Deliverer:
         if context.trace_state:
             headers.append((b"tracestate", context.trace_state.to_header().encode()))
         try:
-            outcome = await self.channel.deliver(Delivery(path, data, event, headers))
+            delivery = Delivery(path, data, event, headers, self.subscription.topic)
+            outcome = await self.channel.deliver(delivery)
         except BaseException as exc:
             if span is not None:
                 span.set_error(str(exc))

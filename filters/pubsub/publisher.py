@@ -80,7 +80,7 @@ class Publisher:
             raise DaprApiError("ERR_PUBSUB_NOT_CONFIGURED", "no pubsub is configured", status=400)
         named = self.pubsubs.get(name)
         if named is None:
-            raise DaprApiError("ERR_PUBSUB_NOT_FOUND", f"pubsub {name} not found", status=404)
+            raise DaprApiError("ERR_PUBSUB_NOT_FOUND", f"pubsub {name} is not found", status=404)
         if not topic:
             raise DaprApiError(
                 "ERR_TOPIC_NAME_EMPTY", f"topic is empty in pubsub {name}", status=404

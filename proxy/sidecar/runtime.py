@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -18,6 +19,7 @@ from exporters.telemetry import Telemetry
 from filters.dapr.resiliency import AppResilience
 from filters.pubsub.components import PubSubs  # pub/sub (S4)
 from filters.pubsub.delivery import HttpAppChannel  # pub/sub (S4)
+from filters.pubsub.grpc_app import GrpcAppChannel, discover_grpc  # pub/sub (S4)
 from filters.pubsub.subscriber import Subscriber, discover_http  # pub/sub (S4)
 from filters.pubsub.subscriptions import TopicSubscription  # pub/sub (S4)
 from filters.state.registry import StateStores  # state management (S3)
@@ -156,11 +158,14 @@ class SidecarRuntime:
         await self._wait_for_app()
         if self.app is None or self.config.app is None:
             return
-        if self.config.app.protocol == "grpc":
-            log.warning("pub/sub delivery to gRPC apps is not available yet")
-            return
         host = self.app.hosts[0]
         authority = host.address.encode()
+        if self.config.app.protocol == "grpc":
+            send, token = self.app.send, self.app_token
+            grpc_channel = GrpcAppChannel(send, authority, token, self.app_slots)
+            discover_app = partial(discover_grpc, send, authority, token)
+            await nursery.start(self.subscriber.run, grpc_channel, discover_app)
+            return
         channel = HttpAppChannel(self.app.send, authority, self.app_token, self.app_slots)
 
         async def discover() -> list[TopicSubscription]:

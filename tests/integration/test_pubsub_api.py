@@ -15,6 +15,7 @@ from tests.integration.sidecars import generated, sidecar, sidecar_args
 from tests.integration.test_state_api import call, component, error, resources
 from tests.integration.test_tracing import Spans
 from tests.pubsub.apps import Received, SubscriberApp, subscriber_app
+from tests.state.stores import wait_until
 
 PUBSUB = "pubsub"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -151,7 +152,10 @@ async def test_retry_redelivers_until_success(tmp_path: Path) -> None:
             await running.app.sidecar.subscriber.running.wait()
             await call(running.port("dapr-http"), "POST", "/v1.0/publish/pubsub/jobs", {"n": 1})
             await app.wait_for(lambda: len(attempts) == 3)
-            metrics = running.app.sidecar.metrics.render()
+            render = running.app.sidecar.metrics.render
+            with trio.fail_after(10):  # the outcome is recorded once the app's answer is read
+                await wait_until(lambda: 'process_status="success"' in render())
+            metrics = render()
     assert len({r.event["id"] for r in attempts}) == 1
     assert 'process_status="retry"' in metrics
     assert 'process_status="success"' in metrics

@@ -259,8 +259,8 @@ async def test_api_token_guards_every_grpc_method(tmp_path: Path, sdk: Sdk) -> N
 
 async def test_unbuilt_dapr_methods_are_unimplemented(tmp_path: Path, sdk: Sdk) -> None:
     async with sidecar("orders", None, tmp_path) as a:
-        code, _ = await sdk(a, lambda d: failure(lambda: d.publish_event("pubsub", "t", b"x")))
-    assert code == grpc.StatusCode.UNIMPLEMENTED  # pub/sub is issue 6
+        code, _ = await sdk(a, lambda d: failure(lambda: d.get_secret("vault", "k")))
+    assert code == grpc.StatusCode.UNIMPLEMENTED  # secrets are not built yet
 
 
 # --- gRPC apps (--app-protocol grpc) ----------------------------------------------------------
