@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import re
@@ -20,12 +19,10 @@ from opentelemetry.util.types import AttributeValue
 from config.dapr.resolve import ResolvedComponentPolicy
 from exporters.dapr_metrics import DaprMetrics
 from exporters.spans import RecordingSpan, SpanRecorder
-from filters.dapr.app_callback import read_body
 from filters.dapr.resiliency import backoff
 from filters.pubsub.broker import Message, PublishRequest, PubSubError
 from filters.pubsub.components import NamedPubSub
 from filters.pubsub.envelope import (
-    CLOUDEVENTS_JSON,
     EnvelopeError,
     encode_event,
     expired,
@@ -35,15 +32,13 @@ from filters.pubsub.envelope import (
 from filters.pubsub.routing import RouteError
 from filters.pubsub.subscriptions import TopicSubscription
 from filters.tracing.state import new_span_id, new_trace_id
-from proxy.http.errors import ProxyError
-from proxy.http.model import BytesBody, Headers, Request, Response
+from proxy.http.model import Headers
 
-__all__ = ["AppChannel", "Deliverer", "DeliveryFailed", "HttpAppChannel", "Outcome", "Redeliver"]
+__all__ = ["AppChannel", "Deliverer", "Delivery", "DeliveryFailed", "Outcome", "Redeliver"]
 
 log = logging.getLogger("meshwire.pubsub")
 
 DLQ_PUBLISH_TIMEOUT = 30.0  # seconds daprd allows a dead-letter publish
-MAX_REPLY = 1 << 20  # bytes of the app's reply read to find its status
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9a-z-]+$")
 _SKIP_HEADERS = frozenset(
@@ -80,79 +75,14 @@ class Delivery:
     topic: str = ""  # the subscription's (a dead-letter topic's events name their origin)
 
 
+# Bulk subscriptions: hands a routed message to the batch for its path, returns its outcome.
+Batch = Callable[[str, Message], Awaitable[Outcome]]
+
+
 class AppChannel(Protocol):
     """How a message reaches the app: HTTP POST, or gRPC OnTopicEvent for gRPC apps."""
 
     async def deliver(self, delivery: Delivery) -> Outcome: ...
-
-
-class HttpAppChannel:
-    """POST the CloudEvent to the route, read the app's answer as daprd does."""
-
-    def __init__(
-        self,
-        send: Callable[[Request], Awaitable[Response]],
-        authority: bytes,
-        app_token: str | None,
-        slots: trio.Semaphore | None,
-    ) -> None:
-        self._send = send
-        self._authority = authority
-        self._token = app_token
-        self._slots = slots
-
-    async def deliver(self, delivery: Delivery) -> Outcome:
-        path = delivery.path if delivery.path.startswith("/") else "/" + delivery.path
-        headers: Headers = [
-            (b"content-type", CLOUDEVENTS_JSON.encode()),
-            (b"content-length", str(len(delivery.data)).encode()),
-            *delivery.headers,
-        ]
-        if self._token is not None:
-            headers.append((b"dapr-api-token", self._token.encode()))
-        request = Request(
-            b"POST",
-            path.encode("utf-8"),
-            headers,
-            BytesBody(delivery.data),
-            authority=self._authority,
-        )
-        if self._slots is not None:
-            async with self._slots:
-                return await self._exchange(request)
-        return await self._exchange(request)
-
-    async def _exchange(self, request: Request) -> Outcome:
-        try:
-            response = await self._send(request)
-            body = await read_body(response.body, MAX_REPLY)
-        except ProxyError as exc:
-            raise DeliveryFailed(f"error from app channel: {exc.message}") from exc
-        return outcome_of_http(response.status, body)
-
-
-def outcome_of_http(status: int, body: bytes) -> Outcome:
-    """Dapr's reading of an app's HTTP answer to a delivery."""
-    if status == 404:
-        log.error("non-retriable error returned from app while processing pub/sub event: 404")
-        return Outcome.DROP
-    if not 200 <= status < 300:
-        raise DeliveryFailed(f"retriable error returned from app: status {status}", status)
-    try:
-        reply = json.loads(body) if body.strip() else None
-    except ValueError:
-        return Outcome.SUCCESS  # a non-JSON 2xx is a success
-    if not isinstance(reply, dict) or not reply.get("status"):
-        return Outcome.SUCCESS
-    text = str(reply["status"]).upper()
-    if text == "SUCCESS":
-        return Outcome.SUCCESS
-    if text == "DROP":
-        log.warning("the app asked to drop a pub/sub event")
-        return Outcome.DROP
-    if text != "RETRY":
-        log.warning("unknown status %r from the app: retrying", reply["status"])
-    return Outcome.RETRY
 
 
 def parse_traceparent(value: object) -> SpanContext | None:
@@ -196,6 +126,7 @@ class Deliverer:
         metrics: DaprMetrics,
         namespace: str,
         recorder: SpanRecorder | None,
+        batch: Batch | None = None,
     ) -> None:
         self.named = named
         self.subscription = subscription
@@ -204,6 +135,7 @@ class Deliverer:
         self.metrics = metrics
         self.namespace = namespace
         self.recorder = recorder
+        self.batch = batch
         self._rng = random.Random()
 
     async def __call__(self, message: Message) -> None:
@@ -239,6 +171,8 @@ class Deliverer:
                 "no route matched event %s of topic %s: dropped", event.get("id"), sub.topic
             )
             return Outcome.DROP
+        if self.batch is not None:
+            return await self.batch(path, message)
         return await self._attempts(message, path, data, event)
 
     def _event(self, message: Message) -> tuple[bytes, Mapping[str, object]]:

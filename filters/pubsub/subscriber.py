@@ -14,8 +14,10 @@ from exporters.dapr_metrics import DaprMetrics
 from exporters.spans import SpanRecorder
 from filters.dapr.app_callback import read_body
 from filters.pubsub.broker import PubSubError, SubscribeRequest
+from filters.pubsub.bulk import BulkRoutes
 from filters.pubsub.components import NamedPubSub, PubSubs
 from filters.pubsub.delivery import AppChannel, Deliverer
+from filters.pubsub.http_app import HttpAppChannel
 from filters.pubsub.routing import RouteError
 from filters.pubsub.subscriptions import (
     SubscriptionError,
@@ -169,6 +171,9 @@ class Subscriber:
                     log.warning("app %s may not subscribe to topic %s", app_id, sub.topic)
                     continue
                 policy = resolve_component_policy(self.resiliencies, named.name, "inbound")
+                batch = None
+                if sub.bulk.enabled and isinstance(channel, HttpAppChannel):
+                    batch = BulkRoutes(sub, channel)
                 deliverer = Deliverer(
                     named,
                     sub,
@@ -177,9 +182,13 @@ class Subscriber:
                     self.metrics,
                     self.pubsubs.namespace,
                     self.recorder,
+                    batch,
                 )
+                concurrency = _concurrency(named, sub)
+                if batch is not None:  # a batch fills only with that many messages in flight
+                    concurrency = max(concurrency, sub.bulk.max_messages_count)
                 request = SubscribeRequest(
-                    sub.topic, named.consumer_id, _concurrency(named, sub), dict(sub.metadata)
+                    sub.topic, named.consumer_id, concurrency, dict(sub.metadata)
                 )
                 await nursery.start(_supervised, named, request, deliverer)
                 self.active.append(sub)

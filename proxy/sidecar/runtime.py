@@ -18,8 +18,8 @@ from exporters.dapr_metrics import DaprMetrics
 from exporters.telemetry import Telemetry
 from filters.dapr.resiliency import AppResilience
 from filters.pubsub.components import PubSubs  # pub/sub (S4)
-from filters.pubsub.delivery import HttpAppChannel  # pub/sub (S4)
 from filters.pubsub.grpc_app import GrpcAppChannel, discover_grpc  # pub/sub (S4)
+from filters.pubsub.http_app import HttpAppChannel  # pub/sub (S4)
 from filters.pubsub.subscriber import Subscriber, discover_http  # pub/sub (S4)
 from filters.pubsub.subscriptions import TopicSubscription  # pub/sub (S4)
 from filters.state.registry import StateStores  # state management (S3)

@@ -360,3 +360,50 @@ async def test_delivery_span_is_a_child_of_the_publish_span(tmp_path: Path) -> N
     assert (delivery.attributes or {})["messaging.destination.name"] == "traced"
     sent = app.received[0].headers["traceparent"].split("-")
     assert int(sent[2], 16) == delivery.context.span_id
+
+
+async def test_bulk_subscribe_gathers_entries_and_reads_each_status(tmp_path: Path) -> None:
+    def answer(received: Received) -> tuple[int, object]:
+        if received.path != "/many":
+            return 200, None
+        entries = json.loads(received.body)["entries"]
+        statuses = []
+        for entry in entries:
+            n = entry["event"]["data"]["n"]
+            status = {0: "SUCCESS", 1: "DROP"}.get(n % 3)  # n % 3 == 2: no status → RETRY
+            if status is not None:
+                statuses.append({"entryId": entry["entryId"], "status": status})
+        return 200, {"statuses": statuses}
+
+    bulk = {"enabled": True, "maxMessagesCount": 10, "maxAwaitDurationMs": 200}
+    subscriptions = [
+        route("many", "/many", bulkSubscribe=bulk, deadLetterTopic="dlq"),
+        route("dlq", "/dlq"),
+    ]
+    app = SubscriberApp(subscriptions, answer)
+    async with subscriber_app(app) as app_port:
+        async with sidecar("a", app_port, tmp_path, *memory_resources(tmp_path)) as running:
+            assert running.app.sidecar is not None
+            await running.app.sidecar.subscriber.running.wait()
+            port = running.port("dapr-http")
+            json_type = [("content-type", "application/json")]
+            async with trio.open_nursery() as nursery:
+                for n in range(3):
+                    body = json.dumps({"n": n}).encode()
+                    target = "/v1.0/publish/pubsub/many"
+                    nursery.start_soon(call, port, "POST", target, body, json_type)
+            # n=1 is dropped, n=2 has no status (RETRY, and no retry policy): both end in the
+            # dead-letter topic; n=0 succeeded.
+            await app.wait_for(lambda: len(app.on("/dlq")) == 2)
+    first = app.on("/many")[0]
+    assert first.headers["content-type"] == "application/json"
+    batch = json.loads(first.body)
+    assert batch["type"] == "com.dapr.event.sent.bulk"
+    assert batch["topic"] == "many"
+    assert batch["pubsubname"] == PUBSUB
+    assert all(e["contentType"] == "application/cloudevents+json" for e in batch["entries"])
+    delivered = [
+        e["event"]["data"]["n"] for r in app.on("/many") for e in json.loads(r.body)["entries"]
+    ]
+    assert sorted(delivered) == [0, 1, 2]
+    assert sorted(r.event["data"]["n"] for r in app.on("/dlq")) == [1, 2]
