@@ -94,4 +94,12 @@ class AsyncioThread:
 
 
 async def _run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    return await factory()
+    try:
+        return await factory()
+    except Exception:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # The trio caller gave up (cancelled the future) and will never read this error;
+            # end cancelled so asyncio does not log "Task exception was never retrieved".
+            raise asyncio.CancelledError from None
+        raise
