@@ -8,8 +8,8 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -54,6 +54,9 @@ class BrokerFactory:
     ordered: bool = True  # one subscriber with concurrency 1 receives in publish order
     native_ttl: bool = False  # the broker expires messages itself (Feature.MESSAGE_TTL)
     private: Callable[[Path], AbstractContextManager[PrivateBroker]] | None = None
+    # The shared service's largest message, when it is below the suites' 1 MB event: those
+    # tests then run on `private`, configured for more (NATS's default max_payload is 1 MB).
+    max_payload: int | None = None
     extra: dict[str, str] = field(default_factory=dict)  # notes for humans, e.g. redelivery timing
 
     def __str__(self) -> str:
@@ -96,6 +99,17 @@ async def open_broker(
         yield broker
     finally:
         await broker.aclose()
+
+
+@contextmanager
+def big_message_server(factory: BrokerFactory, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Metadata overrides that reach a server taking 1 MB events: none for most brokers, a
+    private server's for those whose shared service is capped below that."""
+    if factory.max_payload is None or factory.private is None:
+        yield {}
+        return
+    with factory.private(tmp_path / "big-server") as server:
+        yield server.metadata
 
 
 def unique_topic(prefix: str = "conf") -> str:

@@ -9,7 +9,13 @@ import pytest
 import trio
 
 from filters.pubsub.broker import Broker, Message, PublishRequest, SubscribeRequest
-from tests.pubsub.brokers import BrokerFactory, factories, open_broker, unique_topic
+from tests.pubsub.brokers import (
+    BrokerFactory,
+    big_message_server,
+    factories,
+    open_broker,
+    unique_topic,
+)
 from tests.state.stores import wait_until
 
 FACTORIES = factories()
@@ -171,12 +177,13 @@ async def test_a_one_megabyte_message_arrives_whole(factory: BrokerFactory, tmp_
     topic = unique_topic()
     inbox = Inbox()
     big = b'{"blob":"' + b"x" * (1024 * 1024) + b'"}'
-    async with open_broker(factory, tmp_path) as broker, trio.open_nursery() as nursery:
-        await nursery.start(broker.subscribe, SubscribeRequest(topic, "g1", 1), inbox)
-        await publish_all(broker, topic, [big])
-        with trio.fail_after(DEADLINE):
-            await wait_until(lambda: len(inbox.acked) == 1)
-        nursery.cancel_scope.cancel()
+    with big_message_server(factory, tmp_path) as server:
+        async with open_broker(factory, tmp_path, server) as broker, trio.open_nursery() as nursery:
+            await nursery.start(broker.subscribe, SubscribeRequest(topic, "g1", 1), inbox)
+            await publish_all(broker, topic, [big])
+            with trio.fail_after(DEADLINE):
+                await wait_until(lambda: len(inbox.acked) == 1)
+            nursery.cancel_scope.cancel()
     assert inbox.acked == [big]
 
 

@@ -19,7 +19,7 @@ from tests.integration.test_process import free_port
 from tests.integration.test_sidecar_process import get, sidecar_process
 from tests.integration.test_state_api import call, component, resources
 from tests.pubsub.apps import Received, SubscriberApp, subscriber_app
-from tests.pubsub.brokers import BrokerFactory, factories
+from tests.pubsub.brokers import BrokerFactory, big_message_server, factories
 from tests.state.stores import wait_until
 
 FACTORIES = factories()
@@ -173,10 +173,12 @@ async def test_a_one_megabyte_message_arrives_whole(factory: BrokerFactory, tmp_
     topic = uid("big")
     blob = "x" * (1024 * 1024)
     app = SubscriberApp([route(topic, "/big")])
-    async with subscribed(app, uid("app"), tmp_path, broker_flags(factory, tmp_path)) as port:
-        body = json.dumps({"blob": blob}).encode()
-        assert await publish(port, topic, body) == 204
-        await app.wait_for(lambda: len(app.on("/big")) == 1, DEADLINE)
+    with big_message_server(factory, tmp_path) as server:
+        flags = broker_flags(factory, tmp_path, server)
+        async with subscribed(app, uid("app"), tmp_path, flags) as port:
+            body = json.dumps({"blob": blob}).encode()
+            assert await publish(port, topic, body) == 204
+            await app.wait_for(lambda: len(app.on("/big")) == 1, DEADLINE)
     assert app.on("/big")[0].event["data"] == {"blob": blob}
 
 

@@ -76,6 +76,7 @@ FACTORY = BrokerFactory(
     shared=True,
     ordered=True,
     private=private_nats,
+    max_payload=1024 * 1024,
     extra={
         "redelivery": f"a dead subscriber's messages return after ackWait ({ACK_WAIT})",
         "max_payload": "the shared server allows 1 MB per message (NATS default)",
