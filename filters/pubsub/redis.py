@@ -138,6 +138,16 @@ class RedisPubSubSettings:
         )
 
 
+@dataclass(slots=True)
+class _Pending:
+    """One publish waiting for the next pipeline."""
+
+    topic: str
+    fields: dict[FieldT, EncodableT]
+    done: bool = False
+    error: Exception | None = None
+
+
 class RedisBroker:
     """A stream per topic, a consumer group per subscriber group, a consumer per subscription.
 
@@ -155,6 +165,8 @@ class RedisBroker:
         self.client = _client(settings)
         self.prune = self.client.register_script(_PRUNE)
         self._limiter = trio.CapacityLimiter(settings.pool_size)
+        self._pending: list[_Pending] = []
+        self._flushing = trio.Lock()
 
     @classmethod
     def from_component(cls, component: Component) -> RedisBroker:
@@ -165,9 +177,40 @@ class RedisBroker:
         await self.call(self.client.ping)
 
     async def publish(self, request: PublishRequest) -> None:
-        fields = _fields(request)
+        """XADD; publishes that arrive while one round trip is in flight share the next one
+        (one pipeline, one thread hop), so concurrent publishers do not queue for threads."""
+        entry = _Pending(request.topic, _fields(request))
+        self._pending.append(entry)
+        try:
+            async with self._flushing:
+                if not entry.done:
+                    await self._flush()
+        except BaseException:
+            if not entry.done and entry in self._pending:
+                self._pending.remove(entry)  # never sent: the caller gave up on it
+            raise
+        if entry.error is not None:
+            raise self.error(entry.error) from entry.error
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, []
         trim = self._trim()
-        await self.call(lambda: self.client.xadd(request.topic, fields, **trim))
+
+        def send() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for item in batch:
+                pipe.xadd(item.topic, item.fields, **trim)
+            results: list[Any] = pipe.execute(raise_on_error=False)
+            return results
+
+        try:
+            with trio.CancelScope(shield=True):  # the batch belongs to other callers too
+                results = await self.run(send)
+        except redis.RedisError as exc:
+            results = [exc] * len(batch)
+        for item, result in zip(batch, results, strict=True):
+            item.error = result if isinstance(result, Exception) else None
+            item.done = True
 
     async def subscribe(
         self,

@@ -39,6 +39,9 @@ FIRST_RETRY_DELAY = 0.1  # seconds before a message whose handler raised is offe
 MAX_RETRY_DELAY = 5.0  # the retry delay doubles per attempt up to this
 
 
+_SYNCHRONOUS = ("normal", "full")
+
+
 @dataclass(frozen=True, slots=True)
 class _Claim:
     """A message this broker holds for one group until it is acknowledged or released."""
@@ -154,12 +157,16 @@ class SqliteBroker:
         retention: float | None = None,
         cleanup_interval: float = 60.0,
         busy_timeout: float = 5.0,
+        synchronous: str = "normal",
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not _PREFIX.fullmatch(table_prefix):
             raise PubSubError(f"sqlite: table prefix {table_prefix!r} must be an SQL identifier")
         if min(processing_timeout, poll_interval, cleanup_interval) <= 0:
             raise PubSubError("sqlite: timeouts and intervals must be positive")
+        if synchronous.lower() not in _SYNCHRONOUS:
+            raise PubSubError(f"sqlite: synchronous must be normal or full, not {synchronous!r}")
+        self.synchronous = synchronous.lower()
         self.database = str(database)
         self.table_prefix = table_prefix
         self.processing_timeout = processing_timeout
@@ -194,6 +201,7 @@ class SqliteBroker:
             retention=retention or None,
             cleanup_interval=_positive(meta, "cleanupInterval", 60.0),
             busy_timeout=meta.duration("busyTimeout", 5.0),
+            synchronous=meta.text("synchronous", "normal"),
             clock=clock,
         )
 
@@ -311,7 +319,9 @@ class SqliteBroker:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")  # a returned publish survives power loss
+            # WAL with NORMAL: a committed publish survives any crash of the process (SIGKILL
+            # included); FULL also survives the machine losing power, at an fsync per commit.
+            conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
             conn.execute("BEGIN IMMEDIATE")
             for statement in self._schema():
                 conn.execute(statement)
