@@ -34,10 +34,12 @@ from toolkit import parse_hey, pinned, rss_mb, stop
 
 from proxy.http.model import BytesBody, Request, Response
 from tests.integration.harness import H1Client, backend
+from tests.pubsub.brokers import TEST_TOPIC_PREFIX
+from tests.pubsub.cleanup import purge_test_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 HTTP, GRPC = 3710, 3711
-RUN = uuid.uuid4().hex[:8]
+RUN = f"{TEST_TOPIC_PREFIX}bench-{uuid.uuid4().hex[:8]}"  # purged when the bench ends
 BROKERS: dict[str, tuple[str, dict[str, str]]] = {
     "memory": ("pubsub.in-memory", {}),
     "sqlite": ("pubsub.sqlite", {}),  # connectionString filled in per run
@@ -68,7 +70,7 @@ class LatencyApp:
 
     def __init__(self, chosen: list[str]) -> None:
         self.subscriptions = [
-            {"pubsubname": b, "topic": f"lat-{RUN}", "route": f"/lat/{b}"} for b in chosen
+            {"pubsubname": b, "topic": f"{RUN}-lat", "route": f"/lat/{b}"} for b in chosen
         ]
         self.latencies: dict[str, list[float]] = {b: [] for b in chosen}
 
@@ -90,7 +92,7 @@ async def publish_at_rate(broker: str, rate: int, seconds: int) -> int:
     """`rate` msg/s spread evenly over 8 connections for `seconds`; returns how many got 204."""
     connections, ok = 8, 0
     interval = connections / rate
-    target = f"/v1.0/publish/{broker}/lat-{RUN}"
+    target = f"/v1.0/publish/{broker}/{RUN}-lat"
     headers = [("content-type", "application/json")]
 
     async def one(offset: float) -> None:
@@ -113,7 +115,7 @@ def hey_publish(broker: str, seconds: int) -> dict[str, float]:
     body = json.dumps({"ts": 0, "pad": "x" * 80})
     args = [*pinned(0), "hey", "-z", f"{seconds}s", "-c", "32", "-m", "POST"]
     args += ["-T", "application/json", "-d", body]
-    url = f"http://127.0.0.1:{HTTP}/v1.0/publish/{broker}/tp-{RUN}"
+    url = f"http://127.0.0.1:{HTTP}/v1.0/publish/{broker}/{RUN}-tp"
     out = subprocess.run([*args, url], capture_output=True, text=True, check=False).stdout
     return parse_hey(out, ok_codes=("204",))
 
@@ -122,7 +124,7 @@ async def measure(args: argparse.Namespace, chosen: list[str], work: Path) -> in
     app = LatencyApp(chosen)
     async with backend(app) as app_port:
         log = (work / "sidecar.log").open("ab")
-        argv = [*pinned(1), str(ROOT / ".venv/bin/meshwire"), "run", "--app-id", f"bench-{RUN}"]
+        argv = [*pinned(1), str(ROOT / ".venv/bin/meshwire"), "run", "--app-id", "bench-pubsub"]
         argv += ["--dapr-http-port", str(HTTP), "--dapr-grpc-port", str(GRPC), "--no-admin"]
         argv += ["--app-port", str(app_port), "--data-dir", str(work)]
         argv += ["--resources-path", str(work / "resources"), "--log-level", "warning"]
@@ -207,6 +209,7 @@ def main() -> int:
         return trio.run(measure, args, chosen, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        purge_test_topics()
 
 
 if __name__ == "__main__":

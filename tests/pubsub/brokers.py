@@ -112,8 +112,11 @@ def big_message_server(factory: BrokerFactory, tmp_path: Path) -> Iterator[dict[
         yield server.metadata
 
 
+TEST_TOPIC_PREFIX = "mwtest-"  # every topic the suites create; tests/pubsub/conftest.py purges
+
+
 def unique_topic(prefix: str = "conf") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+    return f"{TEST_TOPIC_PREFIX}{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def require_service(service: str, address: tuple[str, int]) -> None:

@@ -19,7 +19,7 @@ from tests.integration.test_process import free_port
 from tests.integration.test_sidecar_process import get, sidecar_process
 from tests.integration.test_state_api import call, component, resources
 from tests.pubsub.apps import Received, SubscriberApp, subscriber_app
-from tests.pubsub.brokers import BrokerFactory, big_message_server, factories
+from tests.pubsub.brokers import BrokerFactory, big_message_server, factories, unique_topic
 from tests.state.stores import wait_until
 
 FACTORIES = factories()
@@ -105,7 +105,7 @@ async def subscribed(
 
 
 async def test_dead_letter_after_retries(factory: BrokerFactory, tmp_path: Path) -> None:
-    topic, dead = uid("work"), uid("dead")
+    topic, dead = unique_topic("work"), unique_topic("dead")
     resiliency = (
         "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata: {name: r}\nspec:\n"
         "  policies:\n    retries:\n"
@@ -131,7 +131,7 @@ async def test_dead_letter_after_retries(factory: BrokerFactory, tmp_path: Path)
 async def test_drop_is_acknowledged_and_dead_lettered(
     factory: BrokerFactory, tmp_path: Path
 ) -> None:
-    topic, dead = uid("drop"), uid("dead")
+    topic, dead = unique_topic("drop"), unique_topic("dead")
 
     def answer(received: Received) -> tuple[int, object]:
         return (200, {"status": "DROP"}) if received.path == "/drop" else (200, None)
@@ -148,7 +148,7 @@ async def test_expired_messages_are_not_delivered(
 ) -> None:
     """Published with a 1 s TTL while the app is away: when it comes back, a later message
     arrives and the expired one never does (the runtime drops it, or the broker discards it)."""
-    topic, app_id = uid("ttl"), uid("app")
+    topic, app_id = unique_topic("ttl"), uid("app")
     flags = broker_flags(shared_factory, tmp_path)
     app = SubscriberApp([route(topic, "/t", metadata={"concurrency": "1"})])
     async with subscribed(app, app_id, tmp_path, flags):
@@ -170,7 +170,7 @@ async def test_expired_messages_are_not_delivered(
 
 
 async def test_a_one_megabyte_message_arrives_whole(factory: BrokerFactory, tmp_path: Path) -> None:
-    topic = uid("big")
+    topic = unique_topic("big")
     blob = "x" * (1024 * 1024)
     app = SubscriberApp([route(topic, "/big")])
     with big_message_server(factory, tmp_path) as server:
@@ -186,7 +186,7 @@ async def test_one_subscriber_sees_publish_order(
     ordered_factory: BrokerFactory, tmp_path: Path
 ) -> None:
     factory = ordered_factory
-    topic = uid("order")
+    topic = unique_topic("order")
     app = SubscriberApp([route(topic, "/o", metadata={"concurrency": "1"})])
     async with subscribed(app, uid("app"), tmp_path, broker_flags(factory, tmp_path)) as port:
         for i in range(50):
@@ -199,7 +199,7 @@ async def test_one_subscriber_sees_publish_order(
 async def test_two_instances_of_one_app_share_the_load(
     shared_factory: BrokerFactory, tmp_path: Path
 ) -> None:
-    topic, app_id = uid("load"), uid("workers")
+    topic, app_id = unique_topic("load"), uid("workers")
     first = SubscriberApp([route(topic, "/w")], delay=0.01)
     second = SubscriberApp([route(topic, "/w")], delay=0.01)
     flags = broker_flags(shared_factory, tmp_path)
@@ -225,7 +225,7 @@ async def test_two_instances_of_one_app_share_the_load(
 async def test_two_apps_each_receive_everything(
     shared_factory: BrokerFactory, tmp_path: Path
 ) -> None:
-    topic = uid("fanout")
+    topic = unique_topic("fanout")
     apps = SubscriberApp([route(topic, "/f")]), SubscriberApp([route(topic, "/f")])
     flags = broker_flags(shared_factory, tmp_path)
     async with subscriber_app(apps[0]) as p1, subscriber_app(apps[1]) as p2:
@@ -284,7 +284,7 @@ async def publish_with_retries(client_port: int, topic: str, body: bytes) -> Non
 async def test_a_sidecar_killed_mid_delivery_loses_nothing(
     durable_factory: BrokerFactory, tmp_path: Path
 ) -> None:
-    topic, app_id, total = uid("crash"), uid("consumer"), 200
+    topic, app_id, total = unique_topic("crash"), uid("consumer"), 200
     app = SubscriberApp([route(topic, "/c")], delay=0.01)
     flags = broker_flags(durable_factory, tmp_path)
     pub_port, sub_port = free_port(), free_port()
@@ -310,7 +310,7 @@ async def test_a_broker_restarted_mid_stream_loses_nothing(
     restartable_factory: BrokerFactory, tmp_path: Path
 ) -> None:
     assert restartable_factory.private is not None
-    topic, total = uid("restart"), 100
+    topic, total = unique_topic("restart"), 100
     app = SubscriberApp([route(topic, "/r")])
     pub_port, sub_port = free_port(), free_port()
     with restartable_factory.private(tmp_path / "broker") as server:
