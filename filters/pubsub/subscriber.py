@@ -107,13 +107,14 @@ async def _supervised(
                 task_status.started()
                 task_status = trio.TASK_STATUS_IGNORED
                 delay = RESUBSCRIBE_BACKOFF
-        except (PubSubError, OSError, ValueError) as exc:
+        except Exception as exc:  # a broker client's own error types: the boundary is here
             log.error(
                 "pubsub %s: subscription to %s failed: %s; retrying in %gs",
                 named.name,
                 request.topic,
                 exc,
                 delay,
+                exc_info=not isinstance(exc, PubSubError | OSError),
             )
         else:
             log.warning("pubsub %s: subscription to %s ended", named.name, request.topic)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -158,18 +159,20 @@ class SidecarRuntime:
         await self._wait_for_app()
         if self.app is None or self.config.app is None:
             return
-        host = self.app.hosts[0]
-        authority = host.address.encode()
+        send, token, slots = self.app.send, self.app_token, self.app_slots
+        authority = self.app.hosts[0].address.encode()
+        channel: HttpAppChannel | GrpcAppChannel
         if self.config.app.protocol == "grpc":
-            send, token = self.app.send, self.app_token
-            grpc_channel = GrpcAppChannel(send, authority, token, self.app_slots)
-            discover_app = partial(discover_grpc, send, authority, token)
-            await nursery.start(self.subscriber.run, grpc_channel, discover_app)
-            return
-        channel = HttpAppChannel(self.app.send, authority, self.app_token, self.app_slots)
+            channel = GrpcAppChannel(send, authority, token, slots)
+            find = partial(discover_grpc, send, authority, token)
+        else:
+            channel = HttpAppChannel(send, authority, token, slots)
+            find = partial(discover_http, send, authority, self.app_id)
 
         async def discover() -> list[TopicSubscription]:
-            return await discover_http(self.app.send, authority, self.app_id) if self.app else []
+            # --app-max-concurrency covers every call to the app, this one too.
+            async with slots if slots is not None else contextlib.nullcontext():
+                return await find()
 
         await nursery.start(self.subscriber.run, channel, discover)
 

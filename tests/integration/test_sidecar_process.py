@@ -57,7 +57,7 @@ async def sidecar_process(
                 assert proc.poll() is None, f"sidecar {app_id} exited during start-up"
                 try:
                     reply = await get(http_port, "/v1.0/healthz/outbound")
-                except OSError:
+                except (OSError, trio.BrokenResourceError):
                     await trio.sleep(0.05)
                     continue
                 if reply.status == 204:
