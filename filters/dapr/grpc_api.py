@@ -20,6 +20,7 @@ from filters.dapr.app_callback import (
     read_body,
 )
 from filters.dapr.invoke import API_TOKEN, APP_ID_HEADER, CALLEE_APP_ID, Invoker, split_app_id
+from filters.pubsub.components import pubsub_components  # pub/sub (S4)
 from filters.pubsub.grpc_api import PubSubGrpcApi  # pub/sub (S4)
 from filters.pubsub.publisher import Publisher  # pub/sub (S4)
 from filters.state.grpc_api import StateGrpcApi  # state management (S3)
@@ -195,6 +196,19 @@ class DaprGrpc:
         )
         for entry in registered_components(runtime.components, runtime.state):  # S3
             reply.registered_components.add(**entry)
+        for entry in pubsub_components(runtime.pubsub):  # S4
+            reply.registered_components.add(**entry)
+        for sub in runtime.subscriber.active:  # S4
+            listed = sub.describe()
+            added = reply.subscriptions.add(
+                pubsub_name=sub.pubsub,
+                topic=sub.topic,
+                metadata=dict(sub.metadata),
+                dead_letter_topic=sub.dead_letter_topic or "",
+                type=sub.kind,
+            )
+            for rule in cast(list[dict[str, str]], listed["rules"]):
+                added.rules.rules.add(match=rule["match"], path=rule["path"])
         app = runtime.config.app
         if app is not None and runtime.app is not None:
             host = runtime.app.hosts[0]

@@ -30,6 +30,7 @@ from proxy.http.model import EmptyBody, Request, Response
 from tests.integration.sidecars import sidecar
 from tests.integration.test_process import free_port
 from tests.integration.test_pubsub_api import PUBSUB, TRACEPARENT, memory_resources, route
+from tests.integration.test_sidecar_grpc import raw_metadata
 from tests.integration.test_sidecar_process import get, sidecar_process
 from tests.pubsub.apps import SubscriberApp, subscriber_app
 
@@ -284,7 +285,13 @@ async def test_a_grpc_app_subscribes_and_answers_success_retry_and_drop(
         failed, duplicate = await with_sdk(sdk_env, *ports, bulk)
         await app.wait_for(lambda: len(app.on("orders")) == 4)
         alpha1 = await trio.to_thread.run_sync(alpha1_duplicate, ports[1])
+        metadata_reply = await trio.to_thread.run_sync(raw_metadata, ports[1])
 
+    listed = {s.topic: s for s in metadata_reply.subscriptions}
+    assert listed["orders"].pubsub_name == PUBSUB
+    assert listed["orders"].type == 2  # PROGRAMMATIC: from ListTopicSubscriptions
+    brokers = [c for c in metadata_reply.registered_components if c.type.startswith("pubsub.")]
+    assert [(c.name, c.type) for c in brokers] == [(PUBSUB, "pubsub.in-memory")]
     orders = [(e, metadata) for e, metadata in app.events if e.topic == "orders"]
     ((order, metadata),) = [o for o in orders if o[0].data_content_type == "application/json"]
     assert (order.source, order.type, order.spec_version) == (
