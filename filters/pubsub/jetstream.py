@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import importlib.util
@@ -248,6 +249,17 @@ def _message(topic: str, msg: Msg) -> Message:
     return Message(topic, msg.data, content_type, metadata)
 
 
+@dataclass(slots=True)
+class _Outgoing:
+    """One publish waiting for the next crossing to the asyncio thread."""
+
+    topic: str
+    data: bytes
+    headers: dict[str, str]
+    done: bool = False
+    error: Exception | None = None
+
+
 class JetStreamBroker:
     """Dapr's `pubsub.jetstream`: topics are NATS subjects kept in durable streams.
 
@@ -277,6 +289,8 @@ class JetStreamBroker:
         self._js: JetStreamContext | None = None
         self._streams: dict[str, str] = {}  # topic → stream
         self._stream_lock = trio.Lock()
+        self._outgoing: list[_Outgoing] = []
+        self._publishing = trio.Lock()
 
     @classmethod
     def from_component(cls, component: Component) -> JetStreamBroker:
@@ -404,9 +418,9 @@ class JetStreamBroker:
 
     async def _publish_once(self, request: PublishRequest, headers: dict[str, str]) -> None:
         await self._guarded(lambda: self._stream_for(request.topic), request.topic)
-        js, topic, data = self.js, request.topic, request.data
+        topic, data = request.topic, request.data
         try:
-            await self._call(lambda: js.publish(topic, data, API_TIMEOUT, headers=headers))
+            await self._coalesced_publish(_Outgoing(topic, data, headers))
         except nats.errors.MaxPayloadError:
             raise PubSubError(
                 f"publish to {topic}: {len(data)} bytes (and headers) exceed the NATS server's"
@@ -416,6 +430,42 @@ class JetStreamBroker:
             raise
         except nats.errors.Error as exc:
             raise PubSubError(f"publish to {topic} not confirmed: {exc!r}") from exc
+
+    async def _coalesced_publish(self, entry: _Outgoing) -> None:
+        """js.publish, awaited with its ack; publishes that arrive while one crossing to the
+        asyncio thread is in flight share the next crossing (one hop, gathered there)."""
+        self._outgoing.append(entry)
+        try:
+            async with self._publishing:
+                if not entry.done:
+                    await self._flush_publishes()
+        except BaseException:
+            if not entry.done and entry in self._outgoing:
+                self._outgoing.remove(entry)  # never sent: the caller gave up on it
+            raise
+        if entry.error is not None:
+            raise entry.error
+
+    async def _flush_publishes(self) -> None:
+        batch, self._outgoing = self._outgoing, []
+        js = self.js
+
+        async def send_all() -> list[object]:
+            sends = [js.publish(e.topic, e.data, API_TIMEOUT, headers=e.headers) for e in batch]
+            return list(await asyncio.gather(*sends, return_exceptions=True))
+
+        results: list[object]
+        with trio.CancelScope(shield=True):  # the batch belongs to other callers too
+            try:
+                results = await self._call(send_all)
+            except Exception as exc:
+                results = [exc] * len(batch)
+        for entry, result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                entry.error = result
+            elif isinstance(result, BaseException):  # asyncio's CancelledError
+                entry.error = PubSubError(f"publish to {entry.topic} was cancelled")
+            entry.done = True
 
     def _max_payload(self) -> int:
         return self._client.max_payload if self._client is not None else 0
