@@ -39,6 +39,7 @@ from filters.pubsub.broker import (
     PubSubError,
     SubscribeRequest,
 )
+from filters.pubsub.coalesce import Coalescer
 from filters.state.metadata import ComponentMetadata
 
 __all__ = ["JetStreamBroker", "jetstream_name"]
@@ -249,15 +250,13 @@ def _message(topic: str, msg: Msg) -> Message:
     return Message(topic, msg.data, content_type, metadata)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Outgoing:
     """One publish waiting for the next crossing to the asyncio thread."""
 
     topic: str
     data: bytes
     headers: dict[str, str]
-    done: bool = False
-    error: Exception | None = None
 
 
 class JetStreamBroker:
@@ -289,8 +288,7 @@ class JetStreamBroker:
         self._js: JetStreamContext | None = None
         self._streams: dict[str, str] = {}  # topic → stream
         self._stream_lock = trio.Lock()
-        self._outgoing: list[_Outgoing] = []
-        self._publishing = trio.Lock()
+        self._publishes = Coalescer[_Outgoing](self._publish_all)
 
     @classmethod
     def from_component(cls, component: Component) -> JetStreamBroker:
@@ -420,7 +418,7 @@ class JetStreamBroker:
         await self._guarded(lambda: self._stream_for(request.topic), request.topic)
         topic, data = request.topic, request.data
         try:
-            await self._coalesced_publish(_Outgoing(topic, data, headers))
+            await self._publishes.submit(_Outgoing(topic, data, headers))
         except nats.errors.MaxPayloadError:
             raise PubSubError(
                 f"publish to {topic}: {len(data)} bytes (and headers) exceed the NATS server's"
@@ -431,41 +429,24 @@ class JetStreamBroker:
         except nats.errors.Error as exc:
             raise PubSubError(f"publish to {topic} not confirmed: {exc!r}") from exc
 
-    async def _coalesced_publish(self, entry: _Outgoing) -> None:
-        """js.publish, awaited with its ack; publishes that arrive while one crossing to the
-        asyncio thread is in flight share the next crossing (one hop, gathered there)."""
-        self._outgoing.append(entry)
-        try:
-            async with self._publishing:
-                if not entry.done:
-                    await self._flush_publishes()
-        except BaseException:
-            if not entry.done and entry in self._outgoing:
-                self._outgoing.remove(entry)  # never sent: the caller gave up on it
-            raise
-        if entry.error is not None:
-            raise entry.error
-
-    async def _flush_publishes(self) -> None:
-        batch, self._outgoing = self._outgoing, []
+    async def _publish_all(self, batch: list[_Outgoing]) -> list[BaseException | None]:
+        """js.publish of every message, each awaited with its ack, in one crossing to the
+        asyncio thread (publishes that arrive together share it)."""
         js = self.js
 
         async def send_all() -> list[object]:
             sends = [js.publish(e.topic, e.data, API_TIMEOUT, headers=e.headers) for e in batch]
             return list(await asyncio.gather(*sends, return_exceptions=True))
 
-        results: list[object]
-        with trio.CancelScope(shield=True):  # the batch belongs to other callers too
-            try:
-                results = await self._call(send_all)
-            except Exception as exc:
-                results = [exc] * len(batch)
-        for entry, result in zip(batch, results, strict=True):
+        outcomes: list[BaseException | None] = []
+        for entry, result in zip(batch, await self._call(send_all), strict=True):
             if isinstance(result, Exception):
-                entry.error = result
+                outcomes.append(result)
             elif isinstance(result, BaseException):  # asyncio's CancelledError
-                entry.error = PubSubError(f"publish to {entry.topic} was cancelled")
-            entry.done = True
+                outcomes.append(PubSubError(f"publish to {entry.topic} was cancelled"))
+            else:
+                outcomes.append(None)
+        return outcomes
 
     def _max_payload(self) -> int:
         return self._client.max_payload if self._client is not None else 0

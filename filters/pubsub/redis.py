@@ -29,6 +29,7 @@ from filters.pubsub.broker import (
     PubSubError,
     SubscribeRequest,
 )
+from filters.pubsub.coalesce import Coalescer
 from filters.state.metadata import ComponentMetadata
 
 __all__ = ["RedisBroker", "RedisPubSubSettings"]
@@ -138,14 +139,7 @@ class RedisPubSubSettings:
         )
 
 
-@dataclass(slots=True)
-class _Pending:
-    """One publish waiting for the next pipeline."""
-
-    topic: str
-    fields: dict[FieldT, EncodableT]
-    done: bool = False
-    error: Exception | None = None
+_Entry = tuple[str, dict[FieldT, EncodableT]]  # a stream and the fields of its new entry
 
 
 class RedisBroker:
@@ -165,8 +159,7 @@ class RedisBroker:
         self.client = _client(settings)
         self.prune = self.client.register_script(_PRUNE)
         self._limiter = trio.CapacityLimiter(settings.pool_size)
-        self._pending: list[_Pending] = []
-        self._flushing = trio.Lock()
+        self._publishes = Coalescer[_Entry](self._xadd_all)
 
     @classmethod
     def from_component(cls, component: Component) -> RedisBroker:
@@ -179,38 +172,22 @@ class RedisBroker:
     async def publish(self, request: PublishRequest) -> None:
         """XADD; publishes that arrive while one round trip is in flight share the next one
         (one pipeline, one thread hop), so concurrent publishers do not queue for threads."""
-        entry = _Pending(request.topic, _fields(request))
-        self._pending.append(entry)
         try:
-            async with self._flushing:
-                if not entry.done:
-                    await self._flush()
-        except BaseException:
-            if not entry.done and entry in self._pending:
-                self._pending.remove(entry)  # never sent: the caller gave up on it
-            raise
-        if entry.error is not None:
-            raise self.error(entry.error) from entry.error
+            await self._publishes.submit((request.topic, _fields(request)))
+        except redis.RedisError as exc:
+            raise self.error(exc) from exc
 
-    async def _flush(self) -> None:
-        batch, self._pending = self._pending, []
+    async def _xadd_all(self, batch: list[_Entry]) -> list[BaseException | None]:
         trim = self._trim()
 
         def send() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
-            for item in batch:
-                pipe.xadd(item.topic, item.fields, **trim)
+            for topic, fields in batch:
+                pipe.xadd(topic, fields, **trim)
             results: list[Any] = pipe.execute(raise_on_error=False)
             return results
 
-        try:
-            with trio.CancelScope(shield=True):  # the batch belongs to other callers too
-                results = await self.run(send)
-        except redis.RedisError as exc:
-            results = [exc] * len(batch)
-        for item, result in zip(batch, results, strict=True):
-            item.error = result if isinstance(result, Exception) else None
-            item.done = True
+        return [r if isinstance(r, Exception) else None for r in await self.run(send)]
 
     async def subscribe(
         self,
