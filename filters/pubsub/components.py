@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -10,13 +9,12 @@ from pathlib import Path
 
 import trio
 
-from config.dapr.component import DEFAULT_INIT_TIMEOUT, Component
-from filters.pubsub.broker import Broker, Feature, PubSubError
-from filters.pubsub.registry import PubSubInitError, construct, default_component
+from config.dapr.component import Component
+from filters.backends import open_all
+from filters.pubsub.broker import Broker, Feature
+from filters.pubsub.registry import BROKERS, construct, default_component
 
 __all__ = ["NamedPubSub", "PubSubs", "TopicScopes"]
-
-log = logging.getLogger("meshwire.pubsub")
 
 
 def _meta(component: Component, key: str) -> str:
@@ -128,51 +126,24 @@ class PubSubs:
         """Build and initialise every broker in Component order; a failure stops start-up with
         `pubsub <name> (<type>): <reason>` unless the Component has ignoreErrors."""
         try:
-            for component in self.components:
-                try:
-                    named = await self._open(component)
-                except PubSubInitError as exc:
-                    message = f"pubsub {component.name} ({component.type}): {exc}"
-                    if not component.ignore_errors:
-                        await self.aclose()
-                        raise PubSubInitError(message) from exc
-                    log.warning("%s; ignored (ignoreErrors)", message)
-                    continue
-                self._brokers[component.name] = named
-                log.info("pubsub %s (%s) is ready", component.name, component.type)
+            self._brokers = await open_all(BROKERS, self.components, self._open, self.aclose)
         finally:
             self.started.set()
 
     async def _open(self, component: Component) -> NamedPubSub:
-        broker = construct(component, self.data_dir)
-        timeout = component.init_timeout or DEFAULT_INIT_TIMEOUT
-        try:
-            with trio.fail_after(timeout):
-                await broker.init()
-        except trio.TooSlowError:
-            reason = f"init timed out after {timeout:g}s"
-        except (PubSubError, OSError, ValueError) as exc:
-            reason = str(exc) or type(exc).__name__
-        except BaseException:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await _close_quietly(component.name, broker)
-            raise
-        else:
-            return NamedPubSub(
-                component.name,
-                component,
-                broker,
-                consumer_id(component, self.app_id, self.namespace),
-                TopicScopes.from_component(component),
-            )
-        with trio.CancelScope(shield=True), trio.move_on_after(2):
-            await _close_quietly(component.name, broker)
-        raise PubSubInitError(reason)
+        broker = await BROKERS.initialise(component, construct(component, self.data_dir))
+        return NamedPubSub(
+            component.name,
+            component,
+            broker,
+            consumer_id(component, self.app_id, self.namespace),
+            TopicScopes.from_component(component),
+        )
 
     async def aclose(self) -> None:
         brokers, self._brokers = list(self._brokers.values()), {}
         for named in brokers:
-            await _close_quietly(named.name, named.broker)
+            await BROKERS.close_quietly(named.name, named.broker)
 
 
 def pubsub_components(pubsubs: PubSubs) -> list[dict[str, object]]:
@@ -187,10 +158,3 @@ def pubsub_components(pubsubs: PubSubs) -> list[dict[str, object]]:
         }
         for named in pubsubs
     ]
-
-
-async def _close_quietly(name: str, broker: Broker) -> None:
-    try:
-        await broker.aclose()
-    except (PubSubError, OSError) as exc:
-        log.warning("pubsub %s: close failed: %s", name, exc)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import Protocol, cast
 
 from config.dapr.component import DEFAULT_INIT_TIMEOUT, Component
+from filters.backends import BackendKind, ComponentInitError
 from filters.pubsub.broker import Broker, PubSubError
 
-__all__ = ["BACKENDS", "DEFAULT_PUBSUB", "PubSubInitError", "construct", "default_component"]
+__all__ = [
+    "BACKENDS",
+    "BROKERS",
+    "DEFAULT_PUBSUB",
+    "PubSubInitError",
+    "construct",
+    "default_component",
+]
 
 DEFAULT_PUBSUB = "pubsub"
 
@@ -25,12 +31,11 @@ BACKENDS: dict[str, tuple[str, str, bool]] = {
 }
 
 
-class PubSubInitError(Exception):
+class PubSubInitError(ComponentInitError):
     """A broker could not be built or initialised: start-up stops with this reason."""
 
 
-class _Factory(Protocol):
-    def __call__(self, component: Component, /, **options: object) -> Broker: ...
+BROKERS = BackendKind("pubsub", BACKENDS, (PubSubError,), PubSubInitError)
 
 
 def default_component(namespace: str) -> Component:
@@ -50,18 +55,5 @@ def default_component(namespace: str) -> Component:
 
 def construct(component: Component, data_dir: Path) -> Broker:
     """The (not yet initialised) broker `component` names."""
-    backend = BACKENDS.get(component.type)
-    if backend is None:
-        known = ", ".join(sorted(BACKENDS))
-        raise PubSubInitError(f"unknown pub/sub type {component.type!r}; one of {known}")
-    module_name, class_name, takes_data_dir = backend
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise PubSubInitError(f"backend {module_name} is not available: {exc}") from exc
-    factory = cast(_Factory, getattr(module, class_name).from_component)
-    options: dict[str, object] = {"data_dir": data_dir} if takes_data_dir else {}
-    try:
-        return factory(component, **options)
-    except (PubSubError, ValueError) as exc:
-        raise PubSubInitError(str(exc)) from exc
+    broker: Broker = BROKERS.construct(component, data_dir)
+    return broker

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ import trio
 
 from config.dapr.component import DEFAULT_INIT_TIMEOUT, Component
 from config.dapr.duration import parse_go_duration
+from filters.backends import BackendKind, ComponentInitError, open_all
 from filters.state.keys import IllegalKey, KeyScheme, prefix_for
 from filters.state.observe import db_system
 from filters.state.store import Feature, StateError, Store
@@ -35,12 +35,11 @@ _BACKENDS: dict[str, tuple[str, str, bool]] = {
 }
 
 
-class StateStoreInitError(Exception):
+class StateStoreInitError(ComponentInitError):
     """A state store could not be built or initialised: start-up stops with this reason."""
 
 
-class _Factory(Protocol):
-    def __call__(self, component: Component, /, **options: object) -> Store: ...
+STATE_STORES = BackendKind("state store", _BACKENDS, (StateError,), StateStoreInitError)
 
 
 class _Cleaning(Protocol):
@@ -96,24 +95,6 @@ def _is_actor_store(component: Component) -> bool:
     return flag.strip().lower() in ("true", "1", "yes", "y", "on")
 
 
-def _construct(component: Component, data_dir: Path) -> Store:
-    backend = _BACKENDS.get(component.type)
-    if backend is None:
-        known = ", ".join(sorted(_BACKENDS))
-        raise StateStoreInitError(f"unknown state store type {component.type!r}; one of {known}")
-    module_name, class_name, takes_data_dir = backend
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise StateStoreInitError(f"backend {module_name} is not available: {exc}") from exc
-    factory = cast(_Factory, getattr(module, class_name).from_component)
-    options: dict[str, object] = {"data_dir": data_dir} if takes_data_dir else {}
-    try:
-        return factory(component, **options)
-    except (StateError, ValueError) as exc:
-        raise StateStoreInitError(str(exc)) from exc
-
-
 class StateStores:
     """The stores by name. Construction only reads the Components; `start` builds and
     initialises each store, `aclose` closes them."""
@@ -149,43 +130,17 @@ class StateStores:
     async def start(self) -> None:
         """Build and initialise every store, in Component order. A failure stops here with
         `state store <name> (<type>): <reason>`, unless the Component has ignoreErrors."""
-        for component in self.components:
-            try:
-                named = await self._open(component)
-            except StateStoreInitError as exc:
-                message = f"state store {component.name} ({component.type}): {exc}"
-                if not component.ignore_errors:
-                    await self.aclose()
-                    raise StateStoreInitError(message) from exc
-                log.warning("%s; ignored (ignoreErrors)", message)
-                continue
-            self._stores[component.name] = named
-            log.info("state store %s (%s) is ready", component.name, component.type)
+        self._stores = await open_all(STATE_STORES, self.components, self._open, self.aclose)
 
     async def _open(self, component: Component) -> NamedStore:
         try:
             prefix = prefix_for(component.metadata, component.name, self.app_id, self.namespace)
         except IllegalKey as exc:
             raise StateStoreInitError(str(exc)) from exc
-        store = _construct(component, self.data_dir)
-        timeout = component.init_timeout or DEFAULT_INIT_TIMEOUT
-        try:
-            with trio.fail_after(timeout):
-                await store.init()
-        except trio.TooSlowError:
-            reason = f"init timed out after {timeout:g}s"
-        except (StateError, OSError, ValueError) as exc:
-            reason = str(exc) or type(exc).__name__
-        except BaseException:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await _close_quietly(component.name, store)
-            raise
-        else:
-            actor = _is_actor_store(component)
-            return NamedStore(component.name, component, store, KeyScheme(prefix), actor)
-        with trio.CancelScope(shield=True), trio.move_on_after(2):
-            await _close_quietly(component.name, store)
-        raise StateStoreInitError(reason)
+        store: Store = STATE_STORES.construct(component, self.data_dir)
+        await STATE_STORES.initialise(component, store)
+        actor = _is_actor_store(component)
+        return NamedStore(component.name, component, store, KeyScheme(prefix), actor)
 
     def schedule_cleanup(self, nursery: trio.Nursery) -> None:
         """Purge expired keys periodically in the stores that need it: a store with its own
@@ -206,7 +161,7 @@ class StateStores:
     async def aclose(self) -> None:
         stores, self._stores = list(self._stores.values()), {}
         for named in stores:
-            await _close_quietly(named.name, named.store)
+            await STATE_STORES.close_quietly(named.name, named.store)
 
 
 def registered_components(
@@ -259,10 +214,3 @@ async def _background(name: str, store: _Background) -> None:
         await store.run()
     except (StateError, OSError) as exc:
         log.warning("state store %s: background work stopped: %s", name, exc)
-
-
-async def _close_quietly(name: str, store: Store) -> None:
-    try:
-        await store.aclose()
-    except (StateError, OSError) as exc:
-        log.warning("state store %s: close failed: %s", name, exc)
