@@ -17,8 +17,7 @@ from config import schema
 from config.dapr.configuration import DaprConfigError, load_tracing, with_dapr_tracing
 from config.loader import ConfigError, Problem, check_references, format_problems, load_file
 from exporters import process_log
-from filters.pubsub.registry import PubSubInitError
-from filters.state.registry import StateStoreInitError
+from filters.backends import ComponentInitError
 from proxy import app as app_module
 from proxy.server import Bound, serve
 from proxy.sidecar.ca_command import add_ca_command, run_ca_command
@@ -288,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except BaseExceptionGroup as group:
         # A component that cannot start (a state store, a broker) ends start-up with its reason.
-        failed, rest = group.split((StateStoreInitError, PubSubInitError))
+        failed, rest = group.split(ComponentInitError)
         if failed is None or rest is not None:
             raise
         for reason in _leaves(failed):

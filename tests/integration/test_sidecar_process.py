@@ -210,3 +210,21 @@ def test_a_state_store_that_cannot_start_stops_the_sidecar_with_its_reason(tmp_p
     assert result.returncode == 2
     assert "state store cache (state.redis)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_broker_that_cannot_start_stops_the_sidecar_with_its_reason(tmp_path: Path) -> None:
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    (resources / "events.yaml").write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: events}\n"
+        "spec:\n  type: pubsub.redis\n  version: v1\n  initTimeout: 3s\n  metadata:\n"
+        f"  - {{name: redisHost, value: '127.0.0.1:{free_port()}'}}\n"
+    )
+    argv = ["run", "--app-id", "a", "--dapr-http-port", "0", "--dapr-grpc-port", "0"]
+    argv += ["--no-admin", "--data-dir", str(tmp_path), "--resources-path", str(resources)]
+    result = subprocess.run(
+        meshwire_cmd(*argv), cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE
+    )
+    assert result.returncode == 2
+    assert "pubsub events (pubsub.redis)" in result.stderr
+    assert "Traceback" not in result.stderr
