@@ -1,23 +1,21 @@
-"""Bulk subscribe: messages gathered into one POST of entries, each answered by its own status."""
+"""Bulk subscribe: routed messages gathered into batches, each entry answered by its own status."""
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import trio
 
 from config.dapr.subscription import BulkSubscribe
 from filters.pubsub.broker import Message
-from filters.pubsub.delivery import DeliveryFailed, Outcome
-from filters.pubsub.envelope import CLOUDEVENTS_JSON, EnvelopeError, expired, parse_event
-from filters.pubsub.http_app import HttpAppChannel
+from filters.pubsub.delivery import AppChannel, BulkEntry, DeliveryFailed, Outcome
+from filters.pubsub.envelope import EnvelopeError, expired, parse_event
 from filters.pubsub.subscriptions import TopicSubscription
 
-__all__ = ["BulkBatcher", "BulkRoutes", "statuses_of_http"]
+__all__ = ["BulkBatcher", "BulkRoutes"]
 
 log = logging.getLogger("meshwire.pubsub")
 
@@ -30,30 +28,6 @@ class _Entry:
     done: trio.Event = field(default_factory=trio.Event)
 
 
-def statuses_of_http(status: int, body: bytes, entry_ids: Sequence[str]) -> dict[str, Outcome]:
-    """daprd's reading of a bulk answer: 404 drops all, another non-2xx retries all; in a 2xx,
-    each entry's status, RETRY for an entry missing or without one."""
-    if status == 404:
-        return dict.fromkeys(entry_ids, Outcome.DROP)
-    if not 200 <= status < 300:
-        return dict.fromkeys(entry_ids, Outcome.RETRY)
-    outcomes = dict.fromkeys(entry_ids, Outcome.RETRY)
-    try:
-        reply = json.loads(body) if body.strip() else {}
-    except ValueError:
-        return outcomes
-    statuses = reply.get("statuses") if isinstance(reply, dict) else None
-    for item in statuses if isinstance(statuses, list) else []:
-        if not isinstance(item, dict) or item.get("entryId") not in outcomes:
-            continue
-        text = str(item.get("status") or "").upper()
-        if text == "SUCCESS":
-            outcomes[item["entryId"]] = Outcome.SUCCESS
-        elif text == "DROP":
-            outcomes[item["entryId"]] = Outcome.DROP
-    return outcomes
-
-
 class BulkBatcher:
     """Gathers the messages the broker hands over concurrently into batches of at most
     `maxMessagesCount`, waiting at most `maxAwaitDurationMs` for a batch to fill. The first
@@ -63,7 +37,7 @@ class BulkBatcher:
         self,
         subscription: TopicSubscription,
         path: str,
-        channel: HttpAppChannel,
+        channel: AppChannel,
         settings: BulkSubscribe,
     ) -> None:
         self.subscription = subscription
@@ -108,38 +82,20 @@ class BulkBatcher:
                 entry.done.set()
 
     async def _post(self, live: list[tuple[_Entry, Mapping[str, object]]]) -> None:
-        sub = self.subscription
-        body = {
-            "id": str(uuid.uuid4()),
-            "type": "com.dapr.event.sent.bulk",
-            "topic": sub.topic,
-            "pubsubname": sub.pubsub,
-            "metadata": {},
-            "entries": [
-                {
-                    "entryId": entry.entry_id,
-                    "event": event,
-                    "contentType": CLOUDEVENTS_JSON,
-                    "metadata": dict(entry.message.metadata),
-                }
-                for entry, event in live
-            ],
-        }
-        data = json.dumps(body, separators=(",", ":")).encode()
+        entries = [BulkEntry(e.entry_id, event, e.message.metadata) for e, event in live]
         try:
-            status, reply = await self.channel.post(self.path, data, "application/json", [])
+            outcomes = await self.channel.deliver_bulk(self.path, self.subscription, entries)
         except DeliveryFailed as exc:
-            log.warning("bulk delivery of %s failed: %s", sub.topic, exc)
+            log.warning("bulk delivery of %s failed: %s", self.subscription.topic, exc)
             return  # every entry keeps RETRY
-        outcomes = statuses_of_http(status, reply, [entry.entry_id for entry, _ in live])
         for entry, _ in live:
-            entry.outcome = outcomes[entry.entry_id]
+            entry.outcome = outcomes.get(entry.entry_id, Outcome.RETRY)
 
 
 class BulkRoutes:
     """One batcher per route: entries are routed one by one, then gathered per path."""
 
-    def __init__(self, subscription: TopicSubscription, channel: HttpAppChannel) -> None:
+    def __init__(self, subscription: TopicSubscription, channel: AppChannel) -> None:
         self.subscription = subscription
         self.channel = channel
         self._batchers: dict[str, BulkBatcher] = {}

@@ -7,7 +7,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -34,7 +34,15 @@ from filters.pubsub.subscriptions import TopicSubscription
 from filters.tracing.state import new_span_id, new_trace_id
 from proxy.http.model import Headers
 
-__all__ = ["AppChannel", "Deliverer", "Delivery", "DeliveryFailed", "Outcome", "Redeliver"]
+__all__ = [
+    "AppChannel",
+    "BulkEntry",
+    "Deliverer",
+    "Delivery",
+    "DeliveryFailed",
+    "Outcome",
+    "Redeliver",
+]
 
 log = logging.getLogger("meshwire.pubsub")
 
@@ -79,10 +87,26 @@ class Delivery:
 Batch = Callable[[str, Message], Awaitable[Outcome]]
 
 
+@dataclass(frozen=True, slots=True)
+class BulkEntry:
+    """One message of a bulk batch, as the app is shown it."""
+
+    entry_id: str
+    event: Mapping[str, object]  # the CloudEvent
+    metadata: Mapping[str, str]  # the broker's metadata of the message
+
+
 class AppChannel(Protocol):
-    """How a message reaches the app: HTTP POST, or gRPC OnTopicEvent for gRPC apps."""
+    """How messages reach the app: HTTP POSTs, or gRPC OnTopicEvent / OnBulkTopicEvent."""
 
     async def deliver(self, delivery: Delivery) -> Outcome: ...
+
+    async def deliver_bulk(
+        self, path: str, subscription: TopicSubscription, entries: Sequence[BulkEntry]
+    ) -> Mapping[str, Outcome]:
+        """A batch: the outcome of every entry (RETRY for one the app did not answer);
+        DeliveryFailed when the app could not be reached."""
+        ...
 
 
 def parse_traceparent(value: object) -> SpanContext | None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
@@ -16,7 +18,13 @@ from google.protobuf.descriptor import MethodDescriptor
 
 from config.dapr.subscription import BulkSubscribe
 from filters.dapr.app_callback import metadata_from_headers
-from filters.pubsub.delivery import Delivery, DeliveryFailed, Outcome, parse_traceparent
+from filters.pubsub.delivery import (
+    BulkEntry,
+    Delivery,
+    DeliveryFailed,
+    Outcome,
+    parse_traceparent,
+)
 from filters.pubsub.envelope import CLOUDEVENTS_JSON
 from filters.pubsub.routing import RouteError, Routes, compile_rule
 from filters.pubsub.subscriber import DISCOVERY_BACKOFF, DISCOVERY_RETRIES
@@ -29,6 +37,8 @@ from proxy.http.model import Headers, header_get
 if TYPE_CHECKING:
     from dapr.proto.runtime.v1.appcallback_pb2 import (
         ListTopicSubscriptionsResponse,
+        TopicEventBulkRequest,
+        TopicEventBulkResponse,
         TopicEventRequest,
         TopicEventResponse,
     )
@@ -53,11 +63,22 @@ def _path(method: MethodDescriptor) -> str:
 
 
 ON_TOPIC_EVENT = _CALLBACK.methods_by_name["OnTopicEvent"]
+ON_BULK_TOPIC_EVENT = _CALLBACK.methods_by_name["OnBulkTopicEvent"]
+ON_BULK_ALPHA1 = appcallback_pb2.DESCRIPTOR.services_by_name["AppCallbackAlpha"].methods_by_name[
+    "OnBulkTopicEventAlpha1"
+]
 LIST_TOPIC_SUBSCRIPTIONS = _CALLBACK.methods_by_name["ListTopicSubscriptions"]
 ON_TOPIC_EVENT_PATH = _path(ON_TOPIC_EVENT)
 LIST_TOPIC_SUBSCRIPTIONS_PATH = _path(LIST_TOPIC_SUBSCRIPTIONS)
 TopicEventRequestType = cast(
     "type[TopicEventRequest]", message_factory.GetMessageClass(ON_TOPIC_EVENT.input_type)
+)
+TopicEventBulkRequestType = cast(
+    "type[TopicEventBulkRequest]", message_factory.GetMessageClass(ON_BULK_TOPIC_EVENT.input_type)
+)
+TopicEventBulkResponseType = cast(
+    "type[TopicEventBulkResponse]",
+    message_factory.GetMessageClass(ON_BULK_TOPIC_EVENT.output_type),
 )
 TopicEventResponseType = cast(
     "type[TopicEventResponse]", message_factory.GetMessageClass(ON_TOPIC_EVENT.output_type)
@@ -103,27 +124,50 @@ def event_data(event: Mapping[str, object]) -> bytes:
     return b""
 
 
+def _fill_cloud_event(target: Any, event: Mapping[str, object]) -> None:
+    """The CloudEvent's own fields, its data as bytes, and every other field (topic,
+    traceparent, time, …) as `extensions`, on a TopicEventRequest or TopicEventCERequest."""
+    target.id = _text(event, "id")
+    target.source = _text(event, "source")
+    target.type = _text(event, "type")
+    target.spec_version = _text(event, "specversion")
+    target.data_content_type = _text(event, "datacontenttype")
+    target.data = event_data(event)
+    extensions: dict[str, Any] = {k: v for k, v in event.items() if k not in _OWN_FIELDS}
+    try:
+        target.extensions.update(extensions)
+    except (TypeError, ValueError) as exc:
+        raise DeliveryFailed(f"cloudevent extensions are not a JSON object: {exc}") from None
+
+
 def topic_event_request(delivery: Delivery) -> TopicEventRequest:
-    """TopicEventRequest for one delivery: the CloudEvent's own fields, its data as bytes, and
-    every other field (topic, traceparent, time, …) as `extensions`."""
-    event = delivery.event
+    """TopicEventRequest for one delivery: the CloudEvent, and where it was delivered."""
     pubsub = header_get(delivery.headers, b"pubsubname") or b""
     request = TopicEventRequestType(
-        id=_text(event, "id"),
-        source=_text(event, "source"),
-        type=_text(event, "type"),
-        spec_version=_text(event, "specversion"),
-        data_content_type=_text(event, "datacontenttype"),
-        data=event_data(event),
-        topic=delivery.topic or _text(event, "topic"),
+        topic=delivery.topic or _text(delivery.event, "topic"),
         pubsub_name=pubsub.decode("utf-8", "replace"),
         path=delivery.path,
     )
-    extensions: dict[str, Any] = {k: v for k, v in event.items() if k not in _OWN_FIELDS}
-    try:
-        request.extensions.update(extensions)
-    except (TypeError, ValueError) as exc:
-        raise DeliveryFailed(f"cloudevent extensions are not a JSON object: {exc}") from None
+    _fill_cloud_event(request, delivery.event)
+    return request
+
+
+def bulk_request(
+    path: str, subscription: TopicSubscription, entries: Sequence[BulkEntry]
+) -> TopicEventBulkRequest:
+    """TopicEventBulkRequest: each entry's CloudEvent as a TopicEventCERequest."""
+    request = TopicEventBulkRequestType(
+        id=str(uuid.uuid4()),
+        topic=subscription.topic,
+        pubsub_name=subscription.pubsub,
+        type="com.dapr.event.sent.bulk",
+        path=path,
+    )
+    for entry in entries:
+        added = request.entries.add(
+            entry_id=entry.entry_id, content_type=CLOUDEVENTS_JSON, metadata=dict(entry.metadata)
+        )
+        _fill_cloud_event(added.cloud_event, entry.event)
     return request
 
 
@@ -183,6 +227,42 @@ class GrpcAppChannel:
             async with self._slots:
                 return await self._call(request, self._metadata(delivery.headers))
         return await self._call(request, self._metadata(delivery.headers))
+
+    async def deliver_bulk(
+        self, path: str, subscription: TopicSubscription, entries: Sequence[BulkEntry]
+    ) -> Mapping[str, Outcome]:
+        """OnBulkTopicEvent (daprd falls back to AppCallbackAlpha's OnBulkTopicEventAlpha1 for
+        apps built before it); an entry the app does not answer is retried."""
+        request = bulk_request(path, subscription, entries)
+        metadata = self._metadata([])
+        async with self._slots if self._slots is not None else contextlib.nullcontext():
+            try:
+                reply = await self._bulk_call(_path(ON_BULK_TOPIC_EVENT), request, metadata)
+            except GrpcError as err:
+                if err.code != StatusCode.UNIMPLEMENTED:
+                    raise DeliveryFailed(f"bulk delivery to the app failed: {err}") from err
+                try:
+                    reply = await self._bulk_call(_path(ON_BULK_ALPHA1), request, metadata)
+                except GrpcError as alpha:
+                    raise DeliveryFailed(f"bulk delivery to the app failed: {alpha}") from alpha
+        outcomes = {entry.entry_id: Outcome.RETRY for entry in entries}
+        for status in reply.statuses:
+            if status.entry_id in outcomes:
+                outcomes[status.entry_id] = _outcome(status.status, status.entry_id)
+        return outcomes
+
+    async def _bulk_call(
+        self, path: str, request: TopicEventBulkRequest, metadata: Headers
+    ) -> TopicEventBulkResponse:
+        reply, _ = await unary_call(
+            self._send,
+            path,
+            request,
+            TopicEventBulkResponseType,
+            metadata=metadata,
+            authority=self._authority,
+        )
+        return reply
 
     async def _call(self, request: TopicEventRequest, metadata: Headers) -> Outcome:
         try:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import trio
 
 from filters.dapr.app_callback import read_body
-from filters.pubsub.delivery import Delivery, DeliveryFailed, Outcome
+from filters.pubsub.delivery import BulkEntry, Delivery, DeliveryFailed, Outcome
 from filters.pubsub.envelope import CLOUDEVENTS_JSON
+from filters.pubsub.subscriptions import TopicSubscription
 from proxy.http.errors import ProxyError
 from proxy.http.model import BytesBody, Headers, Request, Response
 
-__all__ = ["HttpAppChannel", "outcome_of_http"]
+__all__ = ["HttpAppChannel", "outcome_of_http", "statuses_of_http"]
 
 log = logging.getLogger("meshwire.pubsub")
 
@@ -41,6 +43,30 @@ class HttpAppChannel:
             delivery.path, delivery.data, CLOUDEVENTS_JSON, delivery.headers
         )
         return outcome_of_http(status, body)
+
+    async def deliver_bulk(
+        self, path: str, subscription: TopicSubscription, entries: Sequence[BulkEntry]
+    ) -> Mapping[str, Outcome]:
+        """One POST of every entry (application/json), each answered in `statuses`."""
+        body = {
+            "id": str(uuid.uuid4()),
+            "type": "com.dapr.event.sent.bulk",
+            "topic": subscription.topic,
+            "pubsubname": subscription.pubsub,
+            "metadata": {},
+            "entries": [
+                {
+                    "entryId": entry.entry_id,
+                    "event": entry.event,
+                    "contentType": CLOUDEVENTS_JSON,
+                    "metadata": dict(entry.metadata),
+                }
+                for entry in entries
+            ],
+        }
+        data = json.dumps(body, separators=(",", ":")).encode()
+        status, reply = await self.post(path, data, "application/json", [])
+        return statuses_of_http(status, reply, [entry.entry_id for entry in entries])
 
     async def post(
         self, path: str, data: bytes, content_type: str, extra: Headers
@@ -94,3 +120,27 @@ def outcome_of_http(status: int, body: bytes) -> Outcome:
     if text != "RETRY":
         log.warning("unknown status %r from the app: retrying", reply["status"])
     return Outcome.RETRY
+
+
+def statuses_of_http(status: int, body: bytes, entry_ids: Sequence[str]) -> dict[str, Outcome]:
+    """daprd's reading of a bulk answer: 404 drops all, another non-2xx retries all; in a 2xx,
+    each entry's status, RETRY for an entry missing or without one."""
+    if status == 404:
+        return dict.fromkeys(entry_ids, Outcome.DROP)
+    if not 200 <= status < 300:
+        return dict.fromkeys(entry_ids, Outcome.RETRY)
+    outcomes = dict.fromkeys(entry_ids, Outcome.RETRY)
+    try:
+        reply = json.loads(body) if body.strip() else {}
+    except ValueError:
+        return outcomes
+    statuses = reply.get("statuses") if isinstance(reply, dict) else None
+    for item in statuses if isinstance(statuses, list) else []:
+        if not isinstance(item, dict) or item.get("entryId") not in outcomes:
+            continue
+        text = str(item.get("status") or "").upper()
+        if text == "SUCCESS":
+            outcomes[item["entryId"]] = Outcome.SUCCESS
+        elif text == "DROP":
+            outcomes[item["entryId"]] = Outcome.DROP
+    return outcomes

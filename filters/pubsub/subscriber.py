@@ -17,7 +17,6 @@ from filters.pubsub.broker import PubSubError, SubscribeRequest
 from filters.pubsub.bulk import BulkRoutes
 from filters.pubsub.components import NamedPubSub, PubSubs
 from filters.pubsub.delivery import AppChannel, Deliverer
-from filters.pubsub.http_app import HttpAppChannel
 from filters.pubsub.routing import RouteError
 from filters.pubsub.subscriptions import (
     SubscriptionError,
@@ -172,9 +171,7 @@ class Subscriber:
                     log.warning("app %s may not subscribe to topic %s", app_id, sub.topic)
                     continue
                 policy = resolve_component_policy(self.resiliencies, named.name, "inbound")
-                batch = None
-                if sub.bulk.enabled and isinstance(channel, HttpAppChannel):
-                    batch = BulkRoutes(sub, channel)
+                batch = BulkRoutes(sub, channel) if sub.bulk.enabled else None
                 deliverer = Deliverer(
                     named,
                     sub,
