@@ -35,7 +35,7 @@ async def test_calls_arriving_during_a_batch_share_the_next_one() -> None:
             nursery.start_soon(submit, n)
         await trio.testing.wait_all_tasks_blocked()
         gate.set()
-    assert batches == [[0], [1, 2, 3, 4, 5]]
+    assert [sorted(b) for b in batches] == [[0], [1, 2, 3, 4, 5]]  # trio picks the order
     assert sorted(failed) == ["odd 1", "odd 3", "odd 5"]
 
 
