@@ -49,7 +49,7 @@ class DaprApi:
         observer = Observer(runtime.metrics, runtime.namespace)
         self.state = state_http.StateHttpApi(runtime.state, observer, max_body_size)
         # Pub/sub (S4): /v1.0/publish/* and bulk publish.
-        self.publisher = Publisher(runtime.pubsub, runtime.app_id, runtime.metrics)
+        self.publisher = Publisher(runtime.pubsub, runtime.app_id, runtime.metrics, runtime.spans)
         self.publish = publish_http.PublishHttpApi(self.publisher, max_body_size)
         self._routes: dict[tuple[bytes, bytes], Route] = {
             (b"GET", b"/v1.0/healthz"): self._healthz,

@@ -92,7 +92,13 @@ class DaprGrpc:
             ).methods(),
             # Pub/sub (S4): PublishEvent, BulkPublishEventAlpha1, BulkPublishEvent.
             **PubSubGrpcApi(
-                DAPR, Publisher(self.runtime.pubsub, self.runtime.app_id, self.runtime.metrics)
+                DAPR,
+                Publisher(
+                    self.runtime.pubsub,
+                    self.runtime.app_id,
+                    self.runtime.metrics,
+                    self.runtime.spans,
+                ),
             ).methods(),
         }
 

@@ -7,12 +7,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import trio
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.util.types import AttributeValue
 
 from exporters.dapr_metrics import DaprMetrics
+from exporters.spans import RecordingSpan, SpanRecorder
 from filters.pubsub.broker import Feature, PublishRequest, PubSubError
 from filters.pubsub.components import NamedPubSub, PubSubs
 from filters.pubsub.envelope import CLOUDEVENTS_JSON, EnvelopeError, Overrides, build_envelope
+from filters.tracing.state import new_span_id
 from proxy.http.errors import DaprApiError
 
 __all__ = ["BulkEntry", "Publisher", "traceparent_of"]
@@ -67,10 +70,17 @@ class BulkEntry:
 class Publisher:
     """Publishes for this app: it is the `source` of every envelope."""
 
-    def __init__(self, pubsubs: PubSubs, app_id: str, metrics: DaprMetrics) -> None:
+    def __init__(
+        self,
+        pubsubs: PubSubs,
+        app_id: str,
+        metrics: DaprMetrics,
+        recorder: SpanRecorder | None = None,
+    ) -> None:
         self.pubsubs = pubsubs
         self.app_id = app_id
         self.metrics = metrics
+        self.recorder = recorder  # bulk publish records a PRODUCER span per entry
 
     def lookup(self, name: str, topic: str) -> NamedPubSub:
         """The broker named `name`, if this app may publish to `topic` on it."""
@@ -168,34 +178,59 @@ class Publisher:
         metadata: Mapping[str, str],
         trace: SpanContext | None,
     ) -> list[tuple[str, str]]:
-        """Publish every entry; the (entryId, error) of those that failed. Entry metadata
-        overrides the request's."""
+        """Publish every entry, each in its own PRODUCER span (a child of the call's) whose
+        context its envelope carries, as daprd does; the (entryId, error) of those that
+        failed. Entry metadata overrides the request's."""
         named = self.lookup(name, topic)
-        requests = [
-            (
-                entry.entry_id,
-                self.envelope(
-                    named,
-                    topic,
-                    entry.body,
-                    entry.content_type,
-                    {**metadata, **entry.metadata},
-                    trace,
-                ),
-            )
-            for entry in entries
-        ]
+        prepared = []
+        for entry in entries:
+            context, span = self._entry_span(trace, topic)
+            merged = {**metadata, **entry.metadata}
+            try:
+                request = self.envelope(
+                    named, topic, entry.body, entry.content_type, merged, context
+                )
+            except BaseException:
+                if span is not None:
+                    span.end()
+                raise
+            prepared.append((entry.entry_id, request, span))
         failed: list[tuple[str, str]] = []
         slots = trio.Semaphore(BULK_PARALLELISM)
 
-        async def one(entry_id: str, request: PublishRequest) -> None:
+        async def one(entry_id: str, request: PublishRequest, span: RecordingSpan | None) -> None:
             async with slots:
                 try:
                     await self.send(named, request)
                 except DaprApiError as exc:
                     failed.append((entry_id, exc.message))
+                    if span is not None:
+                        span.set_error(exc.message)
+                finally:
+                    if span is not None:
+                        span.end()
 
         async with trio.open_nursery() as nursery:
-            for entry_id, request in requests:
-                nursery.start_soon(one, entry_id, request)
+            for entry_id, request, span in prepared:
+                nursery.start_soon(one, entry_id, request, span)
         return failed
+
+    def _entry_span(
+        self, parent: SpanContext | None, topic: str
+    ) -> tuple[SpanContext | None, RecordingSpan | None]:
+        if parent is None:
+            return None, None
+        context = SpanContext(
+            parent.trace_id, new_span_id(), False, parent.trace_flags, parent.trace_state
+        )
+        if self.recorder is None or not parent.trace_flags.sampled:
+            return context, None
+        attributes: dict[str, AttributeValue] = {
+            "messaging.system": "pubsub",
+            "messaging.destination.name": topic,
+            "messaging.operation": "publish",
+        }
+        span = self.recorder.start(
+            f"pubsub/{topic}", SpanKind.PRODUCER, context, parent, attributes
+        )
+        return context, span

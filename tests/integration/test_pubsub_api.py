@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
@@ -326,15 +328,15 @@ async def test_declarative_subscription_and_metadata(tmp_path: Path) -> None:
     assert listed["capabilities"] == []
 
 
-async def test_delivery_span_is_a_child_of_the_publish_span(tmp_path: Path) -> None:
-    spans = Spans()
+@asynccontextmanager
+async def traced_sidecar(tmp_path: Path, spans: Spans, app: SubscriberApp) -> AsyncIterator[int]:
+    """A sidecar sampling every trace into `spans`, its subscriptions running; its HTTP port."""
     tracing = tmp_path / "tracing.yaml"
     tracing.write_text(
         "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: t}\n"
         "spec:\n  tracing:\n    samplingRate: '1'\n"
         "    zipkin: {endpointAddress: 'http://127.0.0.1:9/api/v2/spans'}\n"
     )
-    app = SubscriberApp([route("traced", "/traced")])
     async with subscriber_app(app) as app_port:
         argv = sidecar_args(
             "a", app_port, tmp_path, *memory_resources(tmp_path), "--config", str(tracing)
@@ -345,11 +347,19 @@ async def test_delivery_span_is_a_child_of_the_publish_span(tmp_path: Path) -> N
             bound: Bound = await nursery.start(serve, built, shutdown)
             assert built.sidecar is not None
             await built.sidecar.subscriber.running.wait()
-            port = bound.addresses["dapr-http"][1]
-            await call(port, "POST", "/v1.0/publish/pubsub/traced", {"n": 1})
-            await app.wait_for(lambda: len(app.received) == 1)
-            finished = await spans.wait_for(2)
-            shutdown.set()
+            try:
+                yield bound.addresses["dapr-http"][1]
+            finally:
+                shutdown.set()
+
+
+async def test_delivery_span_is_a_child_of_the_publish_span(tmp_path: Path) -> None:
+    spans = Spans()
+    app = SubscriberApp([route("traced", "/traced")])
+    async with traced_sidecar(tmp_path, spans, app) as port:
+        await call(port, "POST", "/v1.0/publish/pubsub/traced", {"n": 1})
+        await app.wait_for(lambda: len(app.received) == 1)
+        finished = await spans.wait_for(2)
     publish = next(s for s in finished if s.kind == trace.SpanKind.SERVER)
     delivery = next(s for s in finished if s.name == "pubsub/traced")
     assert delivery.parent is not None
@@ -360,6 +370,29 @@ async def test_delivery_span_is_a_child_of_the_publish_span(tmp_path: Path) -> N
     assert (delivery.attributes or {})["messaging.destination.name"] == "traced"
     sent = app.received[0].headers["traceparent"].split("-")
     assert int(sent[2], 16) == delivery.context.span_id
+
+
+async def test_each_bulk_entry_is_published_in_its_own_producer_span(tmp_path: Path) -> None:
+    spans = Spans()
+    app = SubscriberApp([route("many", "/many")])
+    entries = [{"entryId": str(n), "event": {"n": n}} for n in range(2)]
+    async with traced_sidecar(tmp_path, spans, app) as port:
+        reply = await call(port, "POST", "/v1.0-alpha1/publish/bulk/pubsub/many", entries)
+        await app.wait_for(lambda: len(app.received) == 2)
+        finished = await spans.wait_for(5)  # the call, two producers, two deliveries
+    assert reply.status == 204
+    (server,) = [s for s in finished if s.kind == trace.SpanKind.SERVER]
+    producers = [s for s in finished if s.kind == trace.SpanKind.PRODUCER]
+    deliveries = [s for s in finished if s.kind == trace.SpanKind.CLIENT]
+    assert server.context is not None
+    assert len(producers) == len(deliveries) == 2
+    assert all(
+        p.parent is not None and p.parent.span_id == server.context.span_id for p in producers
+    )
+    producer_ids = {p.context.span_id for p in producers if p.context is not None}
+    assert {d.parent.span_id for d in deliveries if d.parent is not None} == producer_ids
+    carried = {int(str(r.event["traceparent"]).split("-")[2], 16) for r in app.received}
+    assert carried == producer_ids
 
 
 async def test_bulk_subscribe_gathers_entries_and_reads_each_status(tmp_path: Path) -> None:
