@@ -35,7 +35,7 @@ from toolkit import parse_hey, pinned, rss_mb, stop
 from proxy.http.model import BytesBody, Request, Response
 from tests.integration.harness import H1Client, backend
 from tests.pubsub.brokers import TEST_TOPIC_PREFIX
-from tests.pubsub.cleanup import purge_test_topics
+from tests.pubsub.cleanup import RABBITMQ_VHOST, ensure_rabbitmq_vhost, purge_test_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 HTTP, GRPC = 3710, 3711
@@ -48,6 +48,7 @@ BROKERS: dict[str, tuple[str, dict[str, str]]] = {
     "rabbitmq": ("pubsub.rabbitmq", {"connectionString": "amqp://guest:guest@127.0.0.1:5672/"}),
     "mqtt": ("pubsub.mqtt3", {"url": "tcp://127.0.0.1:1883"}),
 }
+RABBITMQ_URL = f"amqp://guest:guest@127.0.0.1:5672/{RABBITMQ_VHOST}"
 GOAL_RATE = {"redis": 5000, "jetstream": 5000}
 GOAL_P99_MS = 10.0
 
@@ -200,6 +201,8 @@ def main() -> int:
         print("hey is missing: run `make bench-tools`", file=sys.stderr)
         return 2
     chosen = [b for b in args.brokers.split(",") if b]
+    if "rabbitmq" in chosen and ensure_rabbitmq_vhost() is None:  # dropped again at the end
+        BROKERS["rabbitmq"] = ("pubsub.rabbitmq", {"connectionString": RABBITMQ_URL})
     work = Path(tempfile.mkdtemp(prefix="meshwire-pubsub-bench."))
     (work / "resources").mkdir()
     components(work / "resources", chosen)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import socket
 import subprocess
@@ -13,6 +14,8 @@ from contextlib import AbstractContextManager, asynccontextmanager, contextmanag
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+import pytest
 
 from config.dapr.component import Component
 from filters.pubsub.broker import Broker
@@ -124,6 +127,13 @@ def require_service(service: str, address: tuple[str, int]) -> None:
     from tests.state.stores import require_service as require
 
     require(service, address)
+
+
+def unavailable(reason: str) -> None:
+    """Skip for `reason`; in CI (CI=true) everything must be there, so fail."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 def free_port() -> int:

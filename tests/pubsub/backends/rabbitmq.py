@@ -13,9 +13,16 @@ from pathlib import Path
 
 import aio_pika
 
-from tests.pubsub.brokers import BrokerFactory, free_port, require_service, wait_for_port
+from tests.pubsub.brokers import (
+    BrokerFactory,
+    free_port,
+    require_service,
+    unavailable,
+    wait_for_port,
+)
+from tests.pubsub.cleanup import RABBITMQ_VHOST, ensure_rabbitmq_vhost
 
-SHARED_URL = "amqp://guest:guest@127.0.0.1:5672/"
+SHARED_URL = f"amqp://guest:guest@127.0.0.1:5672/{RABBITMQ_VHOST}"
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # the script itself: the sbin wrapper su's away
 BOOT_DEADLINE = 90.0  # seconds; a node boots in about 7 s on this machine
 BOOT_ATTEMPTS = 3
@@ -134,11 +141,18 @@ def private_rabbitmq(tmp_path: Path) -> Iterator[PrivateRabbitMQ]:
         server.stop()
 
 
+def require_shared_rabbitmq() -> None:
+    require_service("RabbitMQ", ("127.0.0.1", 5672))
+    problem = ensure_rabbitmq_vhost()
+    if problem is not None:
+        unavailable(f"RabbitMQ's test vhost {RABBITMQ_VHOST!r}: {problem}")
+
+
 FACTORY = BrokerFactory(
     name="rabbitmq",
     type="pubsub.rabbitmq",
     metadata=lambda tmp_path: {"connectionString": SHARED_URL, "reconnectWaitSeconds": "1"},
-    require=lambda: require_service("RabbitMQ", ("127.0.0.1", 5672)),
+    require=require_shared_rabbitmq,
     durable=True,
     shared=True,
     ordered=True,
