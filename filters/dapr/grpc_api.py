@@ -23,6 +23,7 @@ from filters.dapr.invoke import API_TOKEN, APP_ID_HEADER, CALLEE_APP_ID, Invoker
 from filters.pubsub.components import pubsub_components  # pub/sub (S4)
 from filters.pubsub.grpc_api import PubSubGrpcApi  # pub/sub (S4)
 from filters.pubsub.publisher import Publisher  # pub/sub (S4)
+from filters.pubsub.streaming import SUBSCRIBE_STREAM, StreamingSubscriptions  # pub/sub (S4)
 from filters.state.grpc_api import StateGrpcApi  # state management (S3)
 from filters.state.observe import Observer  # state management (S3)
 from filters.state.registry import registered_components  # state management (S3)
@@ -73,11 +74,19 @@ class DaprGrpc:
         self.runtime = runtime
         self.invoker = Invoker(runtime)
         self.max_message_size = max_message_size
+        self._publisher = Publisher(  # pub/sub (S4)
+            runtime.pubsub, runtime.app_id, runtime.metrics, runtime.spans
+        )
         self.api = GrpcServiceTerminal(
             max_receive_message_size=max_message_size, max_send_message_size=max_message_size
         )
         for name, handler in self._methods().items():
             self.api.add_method(DAPR.methods_by_name[name], handler)
+        # Pub/sub (S4): SubscribeTopicEventsAlpha1, a bidirectional stream.
+        self.api.add_method(
+            SUBSCRIBE_STREAM,
+            StreamingSubscriptions(self._publisher, runtime.subscriber, lambda: runtime.background),
+        )
 
     def _methods(self) -> dict[str, UnaryHandler[Any]]:
         """The Dapr service methods served so far, by name."""
@@ -91,15 +100,7 @@ class DaprGrpc:
                 DAPR, self.runtime.state, Observer(self.runtime.metrics, self.runtime.namespace)
             ).methods(),
             # Pub/sub (S4): PublishEvent, BulkPublishEventAlpha1, BulkPublishEvent.
-            **PubSubGrpcApi(
-                DAPR,
-                Publisher(
-                    self.runtime.pubsub,
-                    self.runtime.app_id,
-                    self.runtime.metrics,
-                    self.runtime.spans,
-                ),
-            ).methods(),
+            **PubSubGrpcApi(DAPR, self._publisher).methods(),
         }
 
     async def __call__(self, request: Request, /) -> Response:

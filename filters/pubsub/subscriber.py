@@ -28,7 +28,7 @@ from filters.pubsub.subscriptions import (
 from proxy.http.errors import ProxyError
 from proxy.http.model import EmptyBody, Request, Response
 
-__all__ = ["DEFAULT_CONCURRENCY", "Subscriber", "discover_http"]
+__all__ = ["DEFAULT_CONCURRENCY", "Subscriber", "discover_http", "subscription_concurrency"]
 
 log = logging.getLogger("meshwire.pubsub")
 
@@ -77,7 +77,7 @@ async def discover_http(
     return []
 
 
-def _concurrency(named: NamedPubSub, sub: TopicSubscription) -> int:
+def subscription_concurrency(named: NamedPubSub, sub: TopicSubscription) -> int:
     """The subscription's `concurrency` metadata, else the Component's, else the default."""
     for source in (sub.metadata, named.component.metadata):
         raw = next((v for k, v in source.items() if k.lower() == "concurrency"), "").strip()
@@ -182,7 +182,7 @@ class Subscriber:
                     self.recorder,
                     batch,
                 )
-                concurrency = _concurrency(named, sub)
+                concurrency = subscription_concurrency(named, sub)
                 if batch is not None:  # a batch fills only with that many messages in flight
                     concurrency = max(concurrency, sub.bulk.max_messages_count)
                 request = SubscribeRequest(

@@ -22,7 +22,7 @@ __all__ = [
 
 log = logging.getLogger("meshwire.pubsub")
 
-Kind = Literal["DECLARATIVE", "PROGRAMMATIC"]
+Kind = Literal["DECLARATIVE", "PROGRAMMATIC", "STREAMING"]
 
 
 class SubscriptionError(ValueError):

@@ -45,7 +45,10 @@ from proxy.http.model import (
 M = TypeVar("M", bound=Message)
 UnaryHandler = Callable[[M, RequestContext], Awaitable[Message]]
 ServerStreamHandler = Callable[[M, RequestContext], AsyncIterator[Message]]
+# Bidirectional: the request messages as they arrive, the replies as the handler yields them.
+BidiStreamHandler = Callable[[AsyncIterator[M], RequestContext], AsyncIterator[Message]]
 _Invoke = Callable[[bytes, RequestContext], Awaitable[Response]]
+_BidiInvoke = Callable[[Request, RequestContext], Awaitable[Response]]
 
 log = logging.getLogger("meshwire.grpc")
 
@@ -95,12 +98,13 @@ class GrpcServiceTerminal:
         max_send_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         self._methods: dict[str, _Invoke] = {}
+        self._bidi: dict[str, _BidiInvoke] = {}
         self.max_receive_message_size = max_receive_message_size
         self.max_send_message_size = max_send_message_size
 
     @property
     def paths(self) -> frozenset[str]:
-        return frozenset(self._methods)
+        return frozenset(self._methods) | frozenset(self._bidi)
 
     def add_unary(self, path: str, request_type: type[M], handler: UnaryHandler[M]) -> None:
         async def invoke(payload: bytes, ctx: RequestContext) -> Response:
@@ -128,28 +132,56 @@ class GrpcServiceTerminal:
 
         self._register(path, invoke)
 
+    def add_bidi_streaming(
+        self, path: str, request_type: type[M], handler: BidiStreamHandler[M]
+    ) -> None:
+        """The handler reads requests as they come and yields replies; the request body stays
+        open for as long as the reply stream runs (closing the stream closes it)."""
+
+        async def invoke(request: Request, ctx: RequestContext) -> Response:
+            decoder = self._decoder(request)
+            requests = _requests(request.body, decoder, request_type)
+            stream = MessageStream(
+                _closing(handler(requests, ctx), request.body),
+                ctx,
+                self.max_send_message_size,
+                as_grpc_error,
+            )
+            await stream.prime()
+            if stream.failed is not None:
+                raise stream.failed
+            return Response(200, self._response_headers(ctx), stream)
+
+        self._check_path(path)
+        self._bidi[path] = invoke
+
     def add_method(
         self,
         method: MethodDescriptor,
-        handler: UnaryHandler[M] | ServerStreamHandler[M],
+        handler: UnaryHandler[M] | ServerStreamHandler[M] | BidiStreamHandler[M],
     ) -> None:
         """Register by descriptor (e.g. a method of dapr_pb2's `Dapr` service): the path and the
         request class come from the descriptor, whichever module the SDK generated it in."""
-        if method.client_streaming:
-            raise ValueError(f"{method.full_name}: client streaming is not supported")
         path = f"/{method.containing_service.full_name}/{method.name}"
         request_type = message_factory.GetMessageClass(method.input_type)
-        if method.server_streaming:
+        if method.client_streaming:
+            if not method.server_streaming:
+                raise ValueError(f"{method.full_name}: client streaming is not supported")
+            self.add_bidi_streaming(path, request_type, handler)  # type: ignore[arg-type]
+        elif method.server_streaming:
             self.add_server_streaming(path, request_type, handler)  # type: ignore[arg-type]
         else:
             self.add_unary(path, request_type, handler)  # type: ignore[arg-type]
 
     def _register(self, path: str, invoke: _Invoke) -> None:
+        self._check_path(path)
+        self._methods[path] = invoke
+
+    def _check_path(self, path: str) -> None:
         if not path.startswith("/") or path.count("/") != 2:
             raise ValueError(f"a gRPC path is /package.Service/Method, not {path!r}")
-        if path in self._methods:
+        if path in self._methods or path in self._bidi:
             raise ValueError(f"{path} is already registered")
-        self._methods[path] = invoke
 
     async def __call__(self, request: Request, /) -> Response:
         if not is_grpc_content_type(header_get(request.headers, b"content-type")):
@@ -157,6 +189,9 @@ class GrpcServiceTerminal:
             return Response.text(415, "content-type must be application/grpc\n")
         path = request.path.decode("latin-1")
         ctx = RequestContext(request, path)
+        bidi = self._bidi.get(path)
+        if bidi is not None:
+            return await self._serve_bidi(bidi, request, ctx)
         try:
             invoke = self._methods.get(path)
             if invoke is None:
@@ -174,6 +209,18 @@ class GrpcServiceTerminal:
             return self._trailers_only(ctx, as_grpc_error(exc, request.info))
         finally:
             await request.body.aclose()
+
+    async def _serve_bidi(
+        self, invoke: _BidiInvoke, request: Request, ctx: RequestContext
+    ) -> Response:
+        try:
+            timeout = header_get(request.headers, b"grpc-timeout")
+            if timeout is not None:
+                ctx.deadline = trio.current_time() + parse_timeout(timeout)
+            return await invoke(request, ctx)
+        except Exception as exc:
+            await request.body.aclose()
+            return self._trailers_only(ctx, as_grpc_error(exc, request.info))
 
     def _decoder(self, request: Request) -> MessageDecoder:
         encoding = header_get(request.headers, b"grpc-encoding")
@@ -213,4 +260,30 @@ class GrpcServiceTerminal:
         return Response(200, headers, EmptyBody())
 
 
-__all__ = ["GrpcServiceTerminal", "RequestContext", "ServerStreamHandler", "UnaryHandler"]
+async def _requests(body: Body, decoder: MessageDecoder, request_type: type[M]) -> AsyncIterator[M]:
+    """The request messages of a client stream, parsed, as the body delivers them."""
+    while chunk := await body.read():
+        for payload in decoder.feed(chunk):
+            yield _parse(request_type, payload)
+    decoder.end()
+
+
+async def _closing(messages: AsyncIterator[Message], body: Body) -> AsyncIterator[Message]:
+    """`messages`, then the request body closed however the stream ends."""
+    try:
+        async for message in messages:
+            yield message
+    finally:
+        aclose = getattr(messages, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        await body.aclose()
+
+
+__all__ = [
+    "BidiStreamHandler",
+    "GrpcServiceTerminal",
+    "RequestContext",
+    "ServerStreamHandler",
+    "UnaryHandler",
+]

@@ -98,6 +98,8 @@ class SidecarRuntime:
         self.app_ready = trio.Event()
         self.shutdown: trio.Event | None = None  # set by the server: POST /v1.0/shutdown
         self.internal_address: tuple[str, int] | None = None
+        # Work that outlives one request (streaming subscriptions) runs here while serving.
+        self.background: trio.Nursery | None = None
 
     def resilience_for(self, target: str) -> AppResilience | None:
         """The Resiliency policy for invoking `target`; None: Dapr's built-in retries only."""
@@ -129,6 +131,7 @@ class SidecarRuntime:
         internal = bound.get(self.config.internal_listener)
         try:
             async with trio.open_nursery() as nursery:
+                self.background = nursery
                 # State management (S3): every store ready (or start-up stops) before serving.
                 await self.state.start()
                 self.state.schedule_cleanup(nursery)

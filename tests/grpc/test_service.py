@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -27,6 +28,7 @@ from tests.integration.harness import H2Client, backend
 
 GET_STATE_PATH = path_of(GET_STATE)
 STREAM_PATH = "/meshwire.test.States/Watch"
+ECHO_PATH = "/meshwire.test.States/Echo"
 MISSING_MESSAGE = "key missing: 100% gone \u2014 sorry"
 NOT_FOUND_DETAILS = [
     ErrorInfo(reason="DAPR_STATE_NOT_FOUND", domain="dapr.io", metadata={"key": "missing"}),
@@ -73,8 +75,16 @@ def build_terminal(seen: Seen) -> GrpcServiceTerminal:
                 raise GrpcError(StatusCode.ABORTED, "stream broken")
         ctx.add_trailer(b"x-count", b"3")
 
+    async def echo(requests: AsyncIterator[Message], ctx: RequestContext) -> AsyncIterator[Message]:
+        async for request in requests:  # one reply per request, as each arrives
+            key = request.key  # type: ignore[attr-defined]
+            if key == "stop":
+                raise GrpcError(StatusCode.CANCELLED, "asked to stop")
+            yield GetStateResponse(data=f"echo {key}".encode())
+
     terminal.add_method(GET_STATE, get_state)
     terminal.add_server_streaming(STREAM_PATH, GetStateRequest, watch)
+    terminal.add_bidi_streaming(ECHO_PATH, GetStateRequest, echo)
     return terminal
 
 
@@ -282,6 +292,42 @@ async def test_unsupported_grpc_encoding_is_unimplemented(served: tuple[int, See
             reply = await client.request("POST", GET_STATE_PATH, headers, body)
     assert reply.header(b"grpc-status") == b"12"
     assert reply.header(b"grpc-accept-encoding") == b"identity,gzip"
+
+
+def echo(port: int, keys: list[str]) -> tuple[list[bytes], grpc.StatusCode]:
+    """A bidirectional call: the next request goes only once the previous reply came back."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        method = channel.stream_stream(
+            ECHO_PATH,
+            request_serializer=GetStateRequest.SerializeToString,
+            response_deserializer=GetStateResponse.FromString,
+        )
+        answered = threading.Semaphore(0)
+
+        def requests() -> Iterator[GetStateRequest]:
+            for key in keys:
+                yield GetStateRequest(key=key)
+                answered.acquire(timeout=10)
+
+        received: list[bytes] = []
+        call = method(requests(), timeout=10)
+        try:
+            for reply in call:
+                received.append(reply.data)
+                answered.release()
+        except grpc.RpcError:
+            pass
+        return received, call.code()
+
+
+async def test_bidirectional_streaming_answers_each_request_as_it_arrives(
+    served: tuple[int, Seen],
+) -> None:
+    port, _ = served
+    received, code = await trio.to_thread.run_sync(echo, port, ["a", "b", "c"])
+    assert (received, code) == ([b"echo a", b"echo b", b"echo c"], grpc.StatusCode.OK)
+    received, code = await trio.to_thread.run_sync(echo, port, ["a", "stop", "never"])
+    assert (received, code) == ([b"echo a"], grpc.StatusCode.CANCELLED)
 
 
 def test_registration_rules() -> None:

@@ -32,7 +32,9 @@ from tests.integration.test_process import free_port
 from tests.integration.test_pubsub_api import PUBSUB, TRACEPARENT, memory_resources, route
 from tests.integration.test_sidecar_grpc import raw_metadata
 from tests.integration.test_sidecar_process import get, sidecar_process
+from tests.integration.test_state_api import call
 from tests.pubsub.apps import SubscriberApp, subscriber_app
+from tests.state.stores import wait_until
 
 T = TypeVar("T")
 DEADLINE = 20
@@ -457,3 +459,64 @@ async def test_a_grpc_app_s_bulk_subscription_gets_batches_of_cloudevents(
     assert entry.content_type == "application/cloudevents+json"
     assert (entry.cloud_event.source, entry.cloud_event.spec_version) == ("billing", "1.0")
     assert json_format.MessageToDict(entry.cloud_event.extensions)["topic"] == "batched"
+
+
+async def test_a_streaming_subscription_gets_events_and_answers_each(
+    tmp_path: Path, sdk_env: pytest.MonkeyPatch
+) -> None:
+    """The SDK's DaprClient.subscribe (SubscribeTopicEventsAlpha1): SUCCESS acknowledges an
+    event; DROP, and RETRY with no retry policy, send it to the dead-letter topic."""
+    answers: list[tuple[str, str]] = []
+    finished = threading.Event()  # the test has seen what it needs: the app may hang up
+
+    def stream(d: DaprClient) -> None:
+        subscription = d.subscribe(PUBSUB, "live", dead_letter_topic="live-dead")
+        try:
+            while len(answers) < 3:
+                message = subscription.next_message()
+                if message is None:
+                    continue
+                data = message.data()
+                if data == "again":
+                    subscription.respond_retry(message)
+                    answers.append((data, "retry"))
+                elif data == "poison":
+                    subscription.respond_drop(message)
+                    answers.append((data, "drop"))
+                else:
+                    subscription.respond_success(message)
+                    answers.append((data, "success"))
+            finished.wait(DEADLINE)
+        finally:
+            subscription.close()
+
+    app = SubscriberApp([route("live-dead", "/dead")])
+    async with subscriber_app(app) as app_port:
+        flags = memory_resources(tmp_path)
+        async with sidecar("live", app_port, tmp_path, *flags) as running:
+            runtime = running.app.sidecar
+            assert runtime is not None
+            await runtime.subscriber.running.wait()
+            ports = running.port("dapr-http"), running.port("dapr-grpc")
+            streaming = lambda: [s for s in runtime.subscriber.active if s.kind == "STREAMING"]  # noqa: E731
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(with_sdk, sdk_env, *ports, stream)
+                with trio.fail_after(DEADLINE):
+                    await wait_until(lambda: bool(streaming()))
+                metadata = json.loads((await call(ports[0], "GET", "/v1.0/metadata")).body)
+                for data in ("first", "again", "poison"):
+                    await call(ports[0], "POST", "/v1.0/publish/pubsub/live", data.encode())
+                try:
+                    await app.wait_for(lambda: len(app.on("/dead")) == 2)
+                finally:
+                    finished.set()
+            with trio.fail_after(DEADLINE):  # the stream ended: its subscription is gone
+                await wait_until(lambda: not streaming())
+    assert sorted(answers) == [("again", "retry"), ("first", "success"), ("poison", "drop")]
+    assert sorted(str(r.event["data"]) for r in app.on("/dead")) == ["again", "poison"]
+    (listed,) = [s for s in metadata["subscriptions"] if s["type"] == "STREAMING"]
+    assert (listed["pubsubname"], listed["topic"], listed["deadLetterTopic"]) == (
+        PUBSUB,
+        "live",
+        "live-dead",
+    )
