@@ -95,7 +95,7 @@ class PubSubGrpcApi:
 
     async def _publish(self, call: PublishEventRequest, ctx: RequestContext) -> Message:
         await self.publisher.publish(
-            call.pubsub_name,
+            self.publisher.lookup(call.pubsub_name, call.topic),
             call.topic,
             call.data,
             call.data_content_type or None,
@@ -108,10 +108,10 @@ class PubSubGrpcApi:
         """All entries published, or the first failure as daprd's ERR_PUBSUB_PUBLISH_MESSAGE
         status: grpc-go drops the response of a call that fails, so failedEntries only ever
         reach a client empty."""
-        self.publisher.lookup(call.pubsub_name, call.topic)
+        named = self.publisher.lookup(call.pubsub_name, call.topic)
         entries = self._entries(call)
         failed = await self.publisher.bulk_publish(
-            call.pubsub_name, call.topic, entries, dict(call.metadata), span_context(ctx.request)
+            named, call.topic, entries, dict(call.metadata), span_context(ctx.request)
         )
         if failed:
             raise DaprApiError("ERR_PUBSUB_PUBLISH_MESSAGE", failed[0][1], status=500)

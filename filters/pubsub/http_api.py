@@ -62,13 +62,13 @@ class PublishHttpApi:
         for prefix in BULK_PREFIXES:
             if path.startswith(prefix):
                 name, topic = _split(path[len(prefix) :])
-                return await self._bulk(request, name, topic, query)
+                return await self._bulk(request, name, topic, query, context)
         name, topic = _split(path[len(PUBLISH_PREFIX) :])
-        self.publisher.lookup(name, topic)  # errors before the body is read, as daprd
+        named = self.publisher.lookup(name, topic)  # errors before the body is read, as daprd
         body = await read_body(request.body, self.max_body_size)
         content_type = header_get(request.headers, b"content-type")
         await self.publisher.publish(
-            name,
+            named,
             topic,
             body,
             content_type.decode("latin-1") if content_type else None,
@@ -77,12 +77,14 @@ class PublishHttpApi:
         )
         return Response(204, [])
 
-    async def _bulk(self, request: Request, name: str, topic: str, query: bytes) -> Response:
-        self.publisher.lookup(name, topic)
+    async def _bulk(
+        self, request: Request, name: str, topic: str, query: bytes, context: SpanContext
+    ) -> Response:
+        named = self.publisher.lookup(name, topic)
         body = await read_body(request.body, self.max_body_size)
         entries = parse_bulk_entries(body)
         failed = await self.publisher.bulk_publish(
-            name, topic, entries, metadata_params(query), span_context(request)
+            named, topic, entries, metadata_params(query), context
         )
         if not failed:
             return Response(204, [])

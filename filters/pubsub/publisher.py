@@ -160,19 +160,20 @@ class Publisher:
 
     async def publish(
         self,
-        name: str,
+        named: NamedPubSub,
         topic: str,
         body: bytes,
         content_type: str | None,
         metadata: Mapping[str, str],
         trace: SpanContext | None,
     ) -> None:
-        named = self.lookup(name, topic)
+        """Publish to a broker `lookup` returned (callers look it up before reading the body,
+        so a bad name fails first, as in daprd)."""
         await self.send(named, self.envelope(named, topic, body, content_type, metadata, trace))
 
     async def bulk_publish(
         self,
-        name: str,
+        named: NamedPubSub,
         topic: str,
         entries: Sequence[BulkEntry],
         metadata: Mapping[str, str],
@@ -181,7 +182,6 @@ class Publisher:
         """Publish every entry, each in its own PRODUCER span (a child of the call's) whose
         context its envelope carries, as daprd does; the (entryId, error) of those that
         failed. Entry metadata overrides the request's."""
-        named = self.lookup(name, topic)
         prepared = []
         for entry in entries:
             context, span = self._entry_span(trace, topic)
