@@ -11,6 +11,7 @@ import trio
 
 from config.dapr.component import Component
 from filters.backends import open_all
+from filters.dapr.params import metadata_value
 from filters.pubsub.broker import Broker, Feature
 from filters.pubsub.registry import BROKERS, construct, default_component
 
@@ -18,8 +19,7 @@ __all__ = ["NamedPubSub", "PubSubs", "TopicScopes"]
 
 
 def _meta(component: Component, key: str) -> str:
-    lowered = key.lower()
-    return next((v for k, v in component.metadata.items() if k.lower() == lowered), "").strip()
+    return metadata_value(component.metadata, key).strip()
 
 
 def _topics(text: str) -> frozenset[str]:

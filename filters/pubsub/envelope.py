@@ -11,12 +11,13 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
+from filters.dapr.params import is_json_content_type
+
 __all__ = [
     "CLOUDEVENTS_JSON",
     "EnvelopeError",
     "Overrides",
     "build_envelope",
-    "is_json_content_type",
     "parse_event",
     "synthesize_raw_event",
 ]
@@ -56,12 +57,6 @@ class Overrides:
                 if name in _OVERRIDABLE:
                     fields[name] = value
         return cls(fields, traceparent, tracestate)
-
-
-def is_json_content_type(content_type: str) -> bool:
-    """application/json (with parameters) or any `+json` suffix type."""
-    media = content_type.partition(";")[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
 
 
 def _now() -> datetime:

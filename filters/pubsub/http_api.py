@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from filters.dapr.app_callback import read_body
+from filters.dapr.params import is_json_content_type, metadata_params
 from filters.pubsub.delivery import parse_traceparent
-from filters.pubsub.envelope import CLOUDEVENTS_JSON, OCTET_STREAM, is_json_content_type
+from filters.pubsub.envelope import CLOUDEVENTS_JSON, OCTET_STREAM
 from filters.pubsub.publisher import BulkEntry, Publisher
 from filters.tracing.state import new_span_id, new_trace_id
 from proxy.http.errors import DaprApiError
@@ -23,12 +24,6 @@ _WRITE = (b"POST", b"PUT")
 
 def handles(path: bytes) -> bool:
     return path.startswith(PUBLISH_PREFIX) or path.startswith(BULK_PREFIXES[0])
-
-
-def metadata_params(query: bytes) -> dict[str, str]:
-    """`?metadata.x=y` as {"x": "y"} (the first value of each)."""
-    pairs = parse_qs(query.decode("latin-1"), keep_blank_values=True)
-    return {k[len("metadata.") :]: v[0] for k, v in pairs.items() if k.startswith("metadata.")}
 
 
 def span_context(request: Request) -> SpanContext:

@@ -12,6 +12,7 @@ from opentelemetry.util.types import AttributeValue
 
 from exporters.dapr_metrics import DaprMetrics
 from exporters.spans import RecordingSpan, SpanRecorder
+from filters.dapr.params import metadata_value
 from filters.pubsub.broker import Feature, PublishRequest, PubSubError
 from filters.pubsub.components import NamedPubSub, PubSubs
 from filters.pubsub.envelope import CLOUDEVENTS_JSON, EnvelopeError, Overrides, build_envelope
@@ -20,8 +21,8 @@ from proxy.http.errors import DaprApiError
 
 __all__ = ["BulkEntry", "Publisher", "traceparent_of"]
 
-RAW_PAYLOAD = "rawpayload"
-TTL_IN_SECONDS = "ttlinseconds"
+RAW_PAYLOAD = "rawPayload"
+TTL_IN_SECONDS = "ttlInSeconds"
 BULK_PARALLELISM = 16  # entries of one bulk publish in flight at once
 
 
@@ -31,7 +32,7 @@ def traceparent_of(context: SpanContext) -> str:
 
 def _flag(metadata: Mapping[str, str], key: str) -> bool:
     """A boolean request metadata value (Dapr's strconv.ParseBool spellings)."""
-    raw = next((v for k, v in metadata.items() if k.lower() == key), "").strip()
+    raw = metadata_value(metadata, key).strip()
     if not raw:
         return False
     if raw in ("1", "t", "T", "TRUE", "true", "True"):
@@ -46,7 +47,7 @@ def _flag(metadata: Mapping[str, str], key: str) -> bool:
 
 
 def _ttl(metadata: Mapping[str, str]) -> int | None:
-    raw = next((v for k, v in metadata.items() if k.lower() == TTL_IN_SECONDS), "").strip()
+    raw = metadata_value(metadata, TTL_IN_SECONDS).strip()
     if not raw:
         return None
     try:

@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar, cast
 import trio
 
 from config.dapr.component import Component
+from filters.dapr.params import metadata_value
 from filters.pubsub.broker import (
     Feature,
     Handler,
@@ -482,7 +483,7 @@ def _positive(meta: ComponentMetadata, key: str, default: float) -> float:
 
 def _ttl(metadata: Mapping[str, str]) -> float | None:
     """Seconds from the request's `ttlInSeconds` (Dapr: a positive integer), or None."""
-    value = next((v for k, v in metadata.items() if k.lower() == "ttlinseconds"), "").strip()
+    value = metadata_value(metadata, "ttlInSeconds").strip()
     if not value:
         return None
     try:

@@ -13,6 +13,7 @@ from config.dapr.subscription import Subscription as SubscriptionResource
 from exporters.dapr_metrics import DaprMetrics
 from exporters.spans import SpanRecorder
 from filters.dapr.app_callback import read_body
+from filters.dapr.params import metadata_value
 from filters.pubsub.broker import PubSubError, SubscribeRequest
 from filters.pubsub.bulk import BulkRoutes
 from filters.pubsub.components import NamedPubSub, PubSubs
@@ -80,7 +81,7 @@ async def discover_http(
 def subscription_concurrency(named: NamedPubSub, sub: TopicSubscription) -> int:
     """The subscription's `concurrency` metadata, else the Component's, else the default."""
     for source in (sub.metadata, named.component.metadata):
-        raw = next((v for k, v in source.items() if k.lower() == "concurrency"), "").strip()
+        raw = metadata_value(source, "concurrency").strip()
         if raw:
             try:
                 return max(1, int(raw))

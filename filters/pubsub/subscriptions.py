@@ -10,6 +10,7 @@ from typing import Literal
 
 from config.dapr.subscription import BulkSubscribe
 from config.dapr.subscription import Subscription as SubscriptionResource
+from filters.dapr.params import metadata_value
 from filters.pubsub.routing import CompiledRule, RouteError, Routes, compile_rule
 
 __all__ = [
@@ -40,9 +41,7 @@ class TopicSubscription:
     kind: Kind = "PROGRAMMATIC"
 
     def flag(self, key: str) -> bool:
-        lowered = key.lower()
-        value = next((v for k, v in self.metadata.items() if k.lower() == lowered), "")
-        return value.strip().lower() in ("true", "1", "t")
+        return metadata_value(self.metadata, key).strip().lower() in ("true", "1", "t")
 
     @property
     def raw_payload(self) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from urllib.parse import parse_qs, unquote
 
 from filters.dapr.app_callback import read_body
+from filters.dapr.params import is_json_content_type, metadata_params
 from filters.state import api_errors as errors
 from filters.state.observe import Observer
 from filters.state.query import QueryError, parse_query
@@ -55,7 +56,7 @@ class StateHttpApi:
         if not parts[0] or len(parts) > 2:
             return _status(404)
         store = _param(parts[0])
-        params = _metadata_params(query)
+        params = metadata_params(query)
         if len(parts) == 1:
             if method not in _WRITE:
                 return _status(405)
@@ -197,7 +198,7 @@ def data_json(value: bytes) -> str:
 def encode_value(value: object, content_type: str | None) -> bytes:
     """What a JSON item's value is stored as: its JSON text (a string keeps its quotes), unless
     a non-JSON contentType is given for a string, which is then stored as its UTF-8 bytes."""
-    if isinstance(value, str) and content_type and not _is_json(content_type):
+    if isinstance(value, str) and content_type and not is_json_content_type(content_type):
         return value.encode("utf-8")
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -240,17 +241,6 @@ def _string_map(raw: object) -> dict[str, str]:
     if not isinstance(raw, dict):
         raise errors.malformed('failed deserializing HTTP body: "metadata" is an object')
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
-
-
-def _metadata_params(query: bytes) -> dict[str, str]:
-    """`?metadata.x=y` as {"x": "y"} (the first value of each)."""
-    pairs = parse_qs(query.decode("latin-1"), keep_blank_values=True)
-    return {k[len("metadata.") :]: v[0] for k, v in pairs.items() if k.startswith("metadata.")}
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.partition(";")[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
 
 
 def _param(raw: bytes) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from filters.dapr.params import metadata_value
+
 SEPARATOR = "||"
 KEY_PREFIX = "keyPrefix"
 
@@ -17,8 +19,7 @@ def prefix_for(metadata: Mapping[str, str], store: str, app_id: str, namespace: 
     chooses it: appid (the default), name, namespace, none, or any other string — daprd matches
     the metadata name case-insensitively and lower-cases the value, custom prefixes included.
     IllegalKey when the prefix holds `||` (the component then fails to initialise)."""
-    strategy = next((v for k, v in metadata.items() if k.lower() == KEY_PREFIX.lower()), "")
-    strategy = strategy.lower() or "appid"
+    strategy = metadata_value(metadata, KEY_PREFIX).lower() or "appid"
     if SEPARATOR in strategy:
         raise IllegalKey(f"input key/keyPrefix '{strategy}' can't contain '{SEPARATOR}'")
     match strategy:

@@ -13,6 +13,7 @@ import trio
 from config.dapr.component import DEFAULT_INIT_TIMEOUT, Component
 from config.dapr.duration import parse_go_duration
 from filters.backends import BackendKind, ComponentInitError, open_all
+from filters.dapr.params import metadata_value
 from filters.state.keys import IllegalKey, KeyScheme, prefix_for
 from filters.state.observe import db_system
 from filters.state.store import Feature, StateError, Store
@@ -91,7 +92,7 @@ def default_component(namespace: str) -> Component:
 
 
 def _is_actor_store(component: Component) -> bool:
-    flag = next((v for k, v in component.metadata.items() if k.lower() == ACTOR_FLAG.lower()), "")
+    flag = metadata_value(component.metadata, ACTOR_FLAG)
     return flag.strip().lower() in ("true", "1", "yes", "y", "on")
 
 
