@@ -5,42 +5,18 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import pytest
 import trio
 
 from filters.pubsub.broker import Broker, Message, PublishRequest, SubscribeRequest
 from tests.pubsub.brokers import (
     BrokerFactory,
     big_message_server,
-    factories,
     open_broker,
     unique_topic,
 )
 from tests.state.stores import wait_until
 
-FACTORIES = factories()
 DEADLINE = 30  # seconds for any expected delivery; brokers with slow redelivery are tuned below it
-
-
-def _require(request: pytest.FixtureRequest) -> BrokerFactory:
-    chosen: BrokerFactory = request.param
-    chosen.require()
-    return chosen
-
-
-@pytest.fixture(params=FACTORIES, ids=str)
-def factory(request: pytest.FixtureRequest) -> BrokerFactory:
-    return _require(request)
-
-
-@pytest.fixture(params=[f for f in FACTORIES if f.durable], ids=str)
-def durable_factory(request: pytest.FixtureRequest) -> BrokerFactory:
-    return _require(request)
-
-
-@pytest.fixture(params=[f for f in FACTORIES if f.ordered], ids=str)
-def ordered_factory(request: pytest.FixtureRequest) -> BrokerFactory:
-    return _require(request)
 
 
 class Inbox:

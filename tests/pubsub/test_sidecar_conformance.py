@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import pytest
 import trio
 
 from tests.integration.harness import H1Client
@@ -19,46 +18,11 @@ from tests.integration.test_process import free_port
 from tests.integration.test_sidecar_process import get, sidecar_process
 from tests.integration.test_state_api import call, component, resources
 from tests.pubsub.apps import Received, SubscriberApp, subscriber_app
-from tests.pubsub.brokers import BrokerFactory, big_message_server, factories, unique_topic
+from tests.pubsub.brokers import BrokerFactory, big_message_server, unique_topic
 from tests.state.stores import wait_until
 
-FACTORIES = factories()
-SHARED = [f for f in FACTORIES if f.shared]  # separate sidecars reach the same topics
-DURABLE = [f for f in SHARED if f.durable]
-RESTARTABLE = [f for f in DURABLE if f.private is not None]
 JSON = [("content-type", "application/json")]
 DEADLINE = 60  # seconds; redelivery after a crash waits out the broker's ack timeout
-
-
-def _require(request: pytest.FixtureRequest) -> BrokerFactory:
-    chosen: BrokerFactory = request.param
-    chosen.require()
-    return chosen
-
-
-@pytest.fixture(params=FACTORIES, ids=str)
-def factory(request: pytest.FixtureRequest) -> BrokerFactory:
-    return _require(request)
-
-
-@pytest.fixture(params=[f for f in FACTORIES if f.ordered], ids=str)
-def ordered_factory(request: pytest.FixtureRequest) -> BrokerFactory:
-    return _require(request)
-
-
-@pytest.fixture(params=SHARED, ids=str)
-def shared_factory(request: pytest.FixtureRequest) -> BrokerFactory:
-    return _require(request)
-
-
-@pytest.fixture(params=DURABLE, ids=str)
-def durable_factory(request: pytest.FixtureRequest) -> BrokerFactory:
-    return _require(request)
-
-
-@pytest.fixture(params=RESTARTABLE, ids=str)
-def restartable_factory(request: pytest.FixtureRequest) -> BrokerFactory:
-    return _require(request)
 
 
 def uid(prefix: str) -> str:
@@ -285,11 +249,11 @@ async def publish_with_retries(client_port: int, topic: str, body: bytes) -> Non
 
 
 async def test_a_sidecar_killed_mid_delivery_loses_nothing(
-    durable_factory: BrokerFactory, tmp_path: Path
+    shared_durable_factory: BrokerFactory, tmp_path: Path
 ) -> None:
     topic, app_id, total = unique_topic("crash"), uid("consumer"), 200
     app = SubscriberApp([route(topic, "/c")], delay=0.01)
-    flags = broker_flags(durable_factory, tmp_path)
+    flags = broker_flags(shared_durable_factory, tmp_path)
     pub_port, sub_port = free_port(), free_port()
     async with subscriber_app(app) as app_port:
         sub_args = ("--app-port", str(app_port), *flags)
