@@ -27,6 +27,7 @@ from filters.pubsub.broker import (
     PubSubError,
     SubscribeRequest,
 )
+from filters.sqlite_db import connect
 from filters.state.metadata import ComponentMetadata
 
 __all__ = ["SqliteBroker"]
@@ -307,18 +308,8 @@ class SqliteBroker:
         return await self._writer.run(work)
 
     def _open(self) -> sqlite3.Connection:
-        uri = self.database.startswith("file:")
-        if not uri and self.database != ":memory:":
-            Path(self.database).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self.database,
-            uri=uri,
-            timeout=self.busy_timeout,
-            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-            check_same_thread=False,  # used on worker threads, one at a time (the writer's lock)
-        )
+        conn = connect(self.database, self.busy_timeout)
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
             # WAL with NORMAL: a committed publish survives any crash of the process (SIGKILL
             # included); FULL also survives the machine losing power, at an fsync per commit.

@@ -14,6 +14,7 @@ import trio
 
 from config.dapr.component import Component
 from config.dapr.duration import parse_go_duration
+from filters.sqlite_db import connect
 from filters.state.query import (
     NOT_JSON,
     QueryError,
@@ -174,18 +175,8 @@ class SqliteStore:
         return await self._run(purge)
 
     def _open(self) -> sqlite3.Connection:
-        uri = self.database.startswith("file:")
-        if not uri and self.database != ":memory:":
-            Path(self.database).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self.database,
-            uri=uri,
-            timeout=self.busy_timeout,
-            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-            check_same_thread=False,  # used on worker threads, one at a time (the limiter)
-        )
+        conn = connect(self.database, self.busy_timeout)
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             if self._wal:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(
