@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import shutil
 import socket
 import subprocess
 import time
@@ -155,6 +156,48 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes] | None, deadline: 
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on port {port} after {deadline}s")
+
+
+class ServerProcess:
+    """A broker server of the test's own: `command` listening on `port`, its data under a
+    directory of the test's. `stop` kills it (SIGTERM when `graceful`, for servers that save on
+    the way out); `start` runs the same command again, on the same port and data."""
+
+    def __init__(
+        self, command: list[str], port: int, metadata: dict[str, str], *, graceful: bool = False
+    ) -> None:
+        self.command = command
+        self.port = port
+        self.metadata = metadata
+        self.graceful = graceful
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(self.port, self._process)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            stop_process(self._process, kill=not self.graceful)
+            self._process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextmanager
+def running(server: ServerProcess) -> Iterator[ServerProcess]:
+    """`server` started for the block (skipped when its program is not installed)."""
+    if shutil.which(server.command[0]) is None:
+        pytest.skip(f"{server.command[0]} is not installed")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def stop_process(process: subprocess.Popen[bytes], *, kill: bool = True) -> None:

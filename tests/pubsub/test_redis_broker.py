@@ -14,8 +14,8 @@ import trio
 from filters.pubsub.broker import Message, PublishRequest, PubSubError, SubscribeRequest
 from filters.pubsub.redis import RedisBroker, RedisPubSubSettings
 from filters.pubsub.registry import PubSubInitError, construct
-from tests.pubsub.backends.redis import ADDRESS, PrivateRedis, private_redis
-from tests.pubsub.brokers import component, free_port, require_service, unique_topic
+from tests.pubsub.backends.redis import ADDRESS, private_redis
+from tests.pubsub.brokers import ServerProcess, component, free_port, require_service, unique_topic
 from tests.state.stores import wait_until
 
 HOST = "{}:{}".format(*ADDRESS)
@@ -253,7 +253,7 @@ async def test_init_fails_when_redis_is_unreachable() -> None:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[PrivateRedis]:
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
     with private_redis(tmp_path) as started:
         yield started
 
@@ -263,7 +263,7 @@ def blocked_readers(client: redis.Redis) -> int:
 
 
 async def test_publish_fails_while_redis_is_down_and_delivery_resumes(
-    server: PrivateRedis,
+    server: ServerProcess,
 ) -> None:
     topic, inbox = unique_topic(), Inbox()
     async with opened({**FAST, **server.metadata}) as broker, trio.open_nursery() as nursery:
@@ -279,7 +279,7 @@ async def test_publish_fails_while_redis_is_down_and_delivery_resumes(
         nursery.cancel_scope.cancel()
 
 
-async def test_a_cancelled_subscription_stops_reading_at_once(server: PrivateRedis) -> None:
+async def test_a_cancelled_subscription_stops_reading_at_once(server: ServerProcess) -> None:
     """Its blocked XREADGROUP ends with it, so no entry is handed to a consumer that is gone."""
     topic = unique_topic()
     client = redis.Redis(port=server.port)

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
-
-import pytest
 
 from tests.pubsub.brokers import (
     BrokerFactory,
+    ServerProcess,
     free_port,
     require_service,
-    stop_process,
-    wait_for_port,
+    running,
 )
 
 SHARED_URL = "nats://127.0.0.1:4222"
@@ -23,48 +18,19 @@ ACK_WAIT = "2s"  # short, so a message a dead subscriber held comes back quickly
 PRIVATE_MAX_PAYLOAD = "8MB"  # the shared server keeps NATS's 1 MB default
 
 
-class PrivateNats:
-    """A nats-server with JetStream on a free port; its store survives `restart`."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        tmp_path.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.store = tmp_path / "nats-store"
-        self.config = tmp_path / "nats.conf"
-        self.log = tmp_path / "nats.log"
-        self.config.write_text(f"max_payload: {PRIVATE_MAX_PAYLOAD}\n")
-        self.metadata = {"natsURL": f"nats://127.0.0.1:{self.port}", "ackWait": ACK_WAIT}
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        command = [
-            *("nats-server", "-c", str(self.config), "-js"),
-            *("-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)),
-            *("-l", str(self.log)),
-        ]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        wait_for_port(self.port, self.process)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-            self.process = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-
-@contextmanager
-def private_nats(tmp_path: Path) -> Iterator[PrivateNats]:
-    if shutil.which("nats-server") is None:
-        pytest.skip("nats-server is not installed")
-    server = PrivateNats(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def private_nats(tmp_path: Path) -> AbstractContextManager[ServerProcess]:
+    """A nats-server with JetStream on a free port; its store survives a restart."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = tmp_path / "nats.conf"
+    config.write_text(f"max_payload: {PRIVATE_MAX_PAYLOAD}\n")
+    command = [
+        *("nats-server", "-c", str(config), "-js"),
+        *("-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path / "nats-store")),
+        *("-l", str(tmp_path / "nats.log")),
+    ]
+    metadata = {"natsURL": f"nats://127.0.0.1:{port}", "ackWait": ACK_WAIT}
+    return running(ServerProcess(command, port, metadata))
 
 
 FACTORY = BrokerFactory(
