@@ -7,8 +7,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import trio
-
 from config.dapr.component import Component
 from filters.backends import open_all
 from filters.dapr.params import metadata_value
@@ -111,7 +109,6 @@ class PubSubs:
         self.namespace = namespace
         self.data_dir = data_dir
         self._brokers: dict[str, NamedPubSub] = {}
-        self.started = trio.Event()
 
     def get(self, name: str) -> NamedPubSub | None:
         return self._brokers.get(name)
@@ -125,10 +122,7 @@ class PubSubs:
     async def start(self) -> None:
         """Build and initialise every broker in Component order; a failure stops start-up with
         `pubsub <name> (<type>): <reason>` unless the Component has ignoreErrors."""
-        try:
-            self._brokers = await open_all(BROKERS, self.components, self._open, self.aclose)
-        finally:
-            self.started.set()
+        self._brokers = await open_all(BROKERS, self.components, self._open, self.aclose)
 
     async def _open(self, component: Component) -> NamedPubSub:
         broker = await BROKERS.initialise(component, construct(component, self.data_dir))
