@@ -93,7 +93,7 @@ def parse_programmatic(body: bytes) -> list[TopicSubscription]:
     for item in raw:
         try:
             found.append(_programmatic(item))
-        except (SubscriptionError, RouteError) as exc:
+        except (SubscriptionError, RouteError, ValueError, TypeError) as exc:
             log.warning("ignoring a subscription from /dapr/subscribe: %s", exc)
     return found
 
@@ -118,7 +118,7 @@ def _programmatic(item: object) -> TopicSubscription:
         default = _text(routes.get("default")) or default
     if not rules and default is None:
         raise SubscriptionError(f"topic {topic} on {pubsub} has no route")
-    metadata = item.get("metadata") or {}
+    metadata = item.get("metadata")
     bulk_raw = item.get("bulkSubscribe") or {}
     bulk = BulkSubscribe()
     if isinstance(bulk_raw, dict):
@@ -132,9 +132,7 @@ def _programmatic(item: object) -> TopicSubscription:
         topic=topic,
         routes=Routes(tuple(rules), default),
         dead_letter_topic=_text(item.get("deadLetterTopic")) or None,
-        metadata={str(k): str(v) for k, v in metadata.items()}
-        if isinstance(metadata, dict)
-        else {},
+        metadata=_strings(metadata),
         bulk=bulk,
         kind="PROGRAMMATIC",
     )

@@ -177,6 +177,12 @@ def test_programmatic_subscriptions_in_both_shapes() -> None:
                 "bulkSubscribe": {"enabled": True, "maxMessagesCount": 5},
             },
             {"pubsubname": "p", "topic": "no-route"},
+            {
+                "pubsubname": "p",
+                "topic": "bad-bulk",
+                "route": "/b",
+                "bulkSubscribe": {"enabled": True, "maxMessagesCount": "many"},
+            },
             {"pubsubname": "p", "topic": "bad", "routes": {"rules": [{"match": "(", "path": "/"}]}},
         ]
     ).encode()
