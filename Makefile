@@ -1,15 +1,25 @@
-# meshwire: every target sets up its own .venv; nothing needs installing by hand.
+# meshwire: every target sets up its own .venv from uv.lock; nothing needs installing by hand.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# uv lives in a venv of its own, installed by pip from .ci/uv.txt (one version, hash-checked).
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+LATEST := .venv-latest
+# Only the interpreter this machine has: never a Python downloaded by uv.
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint typecheck pytest test-tools bench bench-tools clean
+.PHONY: demo test lint typecheck pytest test-tools test-latest lock bench bench-tools clean
 
-$(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+$(UV): .ci/uv.txt
+	$(PY) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip --isolated install -q --disable-pip-version-check --require-hashes -r .ci/uv.txt
+	touch $(UV)
+
+# Exactly what uv.lock pins (--locked: refuse a lock that no longer matches pyproject.toml).
+$(STAMP): pyproject.toml uv.lock $(UV)
+	$(UV) sync -q --locked --extra dev --python $(PY)
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -32,6 +42,20 @@ test-tools:
 
 test: lint typecheck pytest
 
+# The whole suite on the newest releases within pyproject.toml's bounds, ignoring the lock, in a
+# venv of its own made fresh each time (its stamp is touched so the sub-make does not re-sync).
+test-latest: $(UV) test-tools
+	rm -rf $(LATEST)
+	$(UV) venv -q --python $(PY) $(LATEST)
+	$(UV) pip install -q --python $(LATEST)/bin/python --upgrade -e '.[dev]'
+	$(UV) pip list -q --python $(LATEST)/bin/python --format freeze > $(LATEST)/versions.txt
+	touch $(LATEST)/.installed
+	$(MAKE) --no-print-directory lint typecheck pytest BIN=$(LATEST)/bin STAMP=$(LATEST)/.installed
+
+# Re-resolve every pin to the newest releases pyproject.toml allows (review the diff, run make test).
+lock: $(UV)
+	$(UV) lock --upgrade --python $(PY)
+
 bench-tools:
 	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null \
 	  && command -v h2load >/dev/null && command -v hey >/dev/null \
@@ -46,4 +70,4 @@ bench: $(STAMP) bench-tools
 	$(BIN)/python bench/pubsub.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(LATEST) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache
