@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections.abc import Sequence
 from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.asymmetric.types import (
-    CertificateIssuerPrivateKeyTypes,
-    PublicKeyTypes,
-)
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from proxy.tls.errors import CaError
 
-SigningKey = CertificateIssuerPrivateKeyTypes
+# The keys meshwire makes and accepts. DSA is left out on purpose: it is deprecated (FIPS 186-5)
+# and merely loading one makes cryptography warn, so such keys are refused before parsing.
+SigningKey = (
+    rsa.RSAPrivateKey
+    | ec.EllipticCurvePrivateKey
+    | ed25519.Ed25519PrivateKey
+    | ed448.Ed448PrivateKey
+)
+
+_DSA_OID_DER = bytes.fromhex("06072a8648ce380401")  # OBJECT IDENTIFIER 1.2.840.10040.4.1 (id-dsa)
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----(.*?)-----END \1-----", re.DOTALL)
 
 
 def load_certificates(data: bytes, source: str) -> list[x509.Certificate]:
@@ -31,21 +41,38 @@ def load_certificates(data: bytes, source: str) -> list[x509.Certificate]:
 
 
 def load_private_key(data: bytes, source: str) -> SigningKey:
-    """An unencrypted PEM private key that can sign certificates."""
+    """An unencrypted PEM private key that can sign certificates (RSA, ECDSA or EdDSA)."""
+    if _is_dsa_key(data):
+        raise CaError(
+            f"{source}: a DSA key: meshwire never makes or accepts DSA keys;"
+            " use an ECDSA (P-256), RSA or Ed25519 key"
+        )
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         raise CaError(f"{source}: not a valid unencrypted PEM private key: {exc}") from None
-    if not isinstance(
-        key,
-        rsa.RSAPrivateKey
-        | ec.EllipticCurvePrivateKey
-        | ed25519.Ed25519PrivateKey
-        | ed448.Ed448PrivateKey
-        | dsa.DSAPrivateKey,
-    ):
+    if not isinstance(key, SigningKey):
         raise CaError(f"{source}: a {type(key).__name__} cannot sign certificates")
     return key
+
+
+def _is_dsa_key(data: bytes) -> bool:
+    """A traditional `DSA PRIVATE KEY` block, or PKCS#8 whose AlgorithmIdentifier is id-dsa."""
+    match = _PEM_BLOCK.search(data)
+    if match is None:
+        return False
+    label, body = match.groups()
+    if label == b"DSA PRIVATE KEY":
+        return True
+    if label != b"PRIVATE KEY":
+        return False
+    try:
+        der = base64.b64decode(b"".join(body.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    # PrivateKeyInfo ::= SEQUENCE { version, AlgorithmIdentifier { OID, ... }, ... }: the OID
+    # sits within the first few dozen bytes whatever the length encodings.
+    return _DSA_OID_DER in der[:32]
 
 
 def signature_hash(key: SigningKey) -> hashes.SHA256 | None:
@@ -112,7 +139,7 @@ def certificate_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def private_key_pem(key: SigningKey | ec.EllipticCurvePrivateKey) -> bytes:
+def private_key_pem(key: SigningKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,

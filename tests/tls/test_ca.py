@@ -282,3 +282,57 @@ def test_from_env_errors_name_the_variable() -> None:
     }
     with pytest.raises(CaError, match="DAPR_CERT_KEY: not a valid"):
         CertificateAuthority.from_env(environ)
+
+
+# -- keys meshwire refuses --------------------------------------------------------------------
+
+# A 1024-bit DSA key made with `openssl genpkey` (PKCS#8) and its `openssl dsa` (traditional) form.
+DSA_PKCS8_PEM = (
+    b"-----BEGIN PRIVATE KEY-----\n"
+    b"MIIBWwIBADCCATQGByqGSM44BAEwggEnAoGBAKzVjwSoq2455hIGDyz2YD9QnyrM\n"
+    b"/br8dLG92F5Td8kfpNjhyind4s/QKZWE4R/3eOZ3pOEl1ikmRf7C5pEYXb83DDH7\n"
+    b"/697LY/pFJy6casteeTwECOQK4ox5YvM4GBgazKqRH4Mws/hD4BtIlZks/6CwMX0\n"
+    b"aZBF6cqw4m2BvP5NAh0Al5IxuBmgkfAqwJJdZMFel8cBeEp67abGo+k/TwKBgQCC\n"
+    b"SVpthIIJs84Tj8HqDGZUeK8Cg2+K+mrYQVrig75BI8gtlzlgdY0y6/PS0lBu7Ynv\n"
+    b"OEApgS2V+wAwHSpYvFEO5qPsFdWS+h7WdkvZxMjb8N7jrq0eKbEbjl+xVFf8/4n0\n"
+    b"4GAo90wIuafiBTSmpXqzXvBiMVI7lA2JdJeqqPEB7wQeAhxSoDApISSNoRe6XCIa\n"
+    b"pv+F9lqig5ZB1yhIachz\n"
+    b"-----END PRIVATE KEY-----\n"
+)
+DSA_TRADITIONAL_PEM = (
+    b"-----BEGIN DSA PRIVATE KEY-----\n"
+    b"MIIBzAIBAAKBgQCs1Y8EqKtuOeYSBg8s9mA/UJ8qzP26/HSxvdheU3fJH6TY4cop\n"
+    b"3eLP0CmVhOEf93jmd6ThJdYpJkX+wuaRGF2/Nwwx+/+vey2P6RScunGrLXnk8BAj\n"
+    b"kCuKMeWLzOBgYGsyqkR+DMLP4Q+AbSJWZLP+gsDF9GmQRenKsOJtgbz+TQIdAJeS\n"
+    b"MbgZoJHwKsCSXWTBXpfHAXhKeu2mxqPpP08CgYEAgklabYSCCbPOE4/B6gxmVHiv\n"
+    b"AoNvivpq2EFa4oO+QSPILZc5YHWNMuvz0tJQbu2J7zhAKYEtlfsAMB0qWLxRDuaj\n"
+    b"7BXVkvoe1nZL2cTI2/De466tHimxG45fsVRX/P+J9OBgKPdMCLmn4gU0pqV6s17w\n"
+    b"YjFSO5QNiXSXqqjxAe8CgYEAj5Gq60DvejYtY3Y1S/1WtBMRmP3Aw8xVOz1OWDfP\n"
+    b"KtfuWZvnyr74NmqHQrsYNgViEjsccpC+F8dF85GRpyd6lPdT0RJ2cKtpiYFpYt3L\n"
+    b"Zv6VuxklBx2UCzdW3w/Cdp8eX2nyP6pv8YO1w7nMKsh4DvFGOrtXNeEXukLVE1ba\n"
+    b"umkCHFKgMCkhJI2hF7pcIhqm/4X2WqKDlkHXKEhpyHM=\n"
+    b"-----END DSA PRIVATE KEY-----\n"
+)
+
+
+@pytest.mark.parametrize(
+    "key_pem", [DSA_PKCS8_PEM, DSA_TRADITIONAL_PEM], ids=["pkcs8", "traditional"]
+)
+def test_a_dsa_issuer_key_is_refused_by_name_without_a_warning(key_pem: bytes) -> None:
+    root_pem, issuer_pem, _ = _byo()
+    # filterwarnings=error: had cryptography been asked to parse the key, its DSA deprecation
+    # warning would fail this test before the message is checked.
+    with pytest.raises(CaError, match="issuer key PEM: a DSA key: meshwire never makes or accepts"):
+        CertificateAuthority.from_pem(root_pem, issuer_pem, key_pem)
+
+
+def test_a_key_that_cannot_sign_is_refused_by_type() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    root_pem, issuer_pem, _ = _byo()
+    key_pem = x25519.X25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with pytest.raises(CaError, match="X25519PrivateKey cannot sign certificates"):
+        CertificateAuthority.from_pem(root_pem, issuer_pem, key_pem)
