@@ -1,9 +1,10 @@
-"""`meshwire ca init DIR` creates (or shows) the embedded CA; `meshwire ca serve` signs with it."""
+"""`meshwire ca init [DIR]` creates (or shows) the embedded CA; `meshwire ca serve` signs with it."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from datetime import timedelta
@@ -12,6 +13,7 @@ import trio
 
 from config.base import Duration, parse_address
 from exporters import process_log
+from proxy.sidecar.options import default_data_dir
 from proxy.tls.ca import CertificateAuthority
 from proxy.tls.errors import CaError
 from proxy.tls.signing_server import SigningService, TokenTable
@@ -31,9 +33,10 @@ def add_ca_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     init = ca_sub.add_parser(
         "init",
         help="create a root and an issuer in DIR (kept if they exist)",
-        description="Create the CA in DIR (default ~/.meshwire/ca), or load and show it.",
+        description="Create the CA in DIR, or load and show it. DIR defaults to where sidecars "
+        "look for it: $MESHWIRE_DATA_DIR/ca, else ~/.meshwire/ca.",
     )
-    init.add_argument("directory", metavar="DIR")
+    init.add_argument("directory", metavar="DIR", nargs="?", help="the CA's folder")
     init.add_argument("--trust-domain", default="public", help="SPIFFE trust domain (public)")
     serve = ca_sub.add_parser(
         "serve",
@@ -59,6 +62,8 @@ def add_ca_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def run_ca_command(args: argparse.Namespace) -> int:
     if args.ca_command == "serve":
         return _serve(args)
+    if args.directory is None:
+        args.directory = str(default_data_dir(os.environ) / "ca")
     try:
         ca = CertificateAuthority.init(args.directory, args.trust_domain)
     except (CaError, OSError, ValueError) as exc:

@@ -83,6 +83,11 @@ def add_dapr_arguments(run: argparse.ArgumentParser) -> None:
 def data_dir(args: argparse.Namespace, environ: Mapping[str, str]) -> Path:
     if args.data_dir:
         return Path(args.data_dir)
+    return default_data_dir(environ)
+
+
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    """$MESHWIRE_DATA_DIR, else ~/.meshwire: where sidecars and `ca init` keep the CA."""
     if environ.get("MESHWIRE_DATA_DIR"):
         return Path(environ["MESHWIRE_DATA_DIR"])
     return Path.home() / ".meshwire"

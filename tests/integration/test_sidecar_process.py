@@ -168,6 +168,21 @@ def test_ca_init_creates_the_ca_once_and_sidecars_sign_from_it(tmp_path: Path) -
     assert str(broken) in bad.stderr  # the message names the file at fault
 
 
+def test_ca_init_without_dir_uses_the_sidecars_data_dir(tmp_path: Path) -> None:
+    env = {**os.environ, "MESHWIRE_DATA_DIR": str(tmp_path / "data")}
+    made = subprocess.run(
+        meshwire_cmd("ca", "init"), cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "data" / "ca" / "ca.crt").is_file()  # where sidecars look (--data-dir)
+    assert made.stdout.startswith(f"{tmp_path / 'data' / 'ca'}: trust domain public")
+    usage = subprocess.run(
+        meshwire_cmd("ca", "init", "--help"), cwd=ROOT, capture_output=True, text=True
+    )
+    assert "[DIR]" in usage.stdout
+    assert "$MESHWIRE_DATA_DIR/ca, else ~/.meshwire/ca" in " ".join(usage.stdout.split())
+
+
 def test_the_dapr_examples_load_and_the_dump_round_trips_through_validate(tmp_path: Path) -> None:
     examples = ROOT / "config" / "examples" / "dapr"
     argv = ["run", "--app-id", "billing", "--app-port", "8080", "--data-dir", str(tmp_path)]
