@@ -11,7 +11,7 @@ from datetime import date, datetime
 from config.dapr.duration import parse_go_duration
 from config.walk import Problem, child, kind
 
-__all__ = ["Fields", "ResourceMeta", "read_meta", "stringify"]
+__all__ = ["Fields", "ResourceMeta", "read_meta", "scopes_overlap", "stringify"]
 
 
 def stringify(value: object) -> str:
@@ -171,6 +171,11 @@ class ResourceMeta:
 
     def in_scope(self, app_id: str) -> bool:
         return not self.scopes or app_id in self.scopes
+
+
+def scopes_overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Whether some app loads both resources with these scopes (no scopes: every app does)."""
+    return not a or not b or bool(set(a) & set(b))
 
 
 def read_meta(doc: dict[str, object], fields: Fields, namespace: str) -> ResourceMeta:

@@ -12,7 +12,7 @@ from config.dapr.component import Component, parse_component
 from config.dapr.documents import Document, read_documents
 from config.dapr.endpoint import HTTPEndpoint, parse_http_endpoint
 from config.dapr.errors import DaprResourceError, ResourceProblem
-from config.dapr.fields import Fields, ResourceMeta, read_meta
+from config.dapr.fields import Fields, ResourceMeta, read_meta, scopes_overlap
 from config.dapr.resiliency import Resiliency, parse_resiliency
 from config.dapr.subscription import Subscription, parse_subscription
 from config.walk import kind
@@ -67,11 +67,6 @@ class _Defined:
     scopes: tuple[str, ...]
 
 
-def _overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    """Whether some app would load both resources (no scopes: every app)."""
-    return not a or not b or bool(set(a) & set(b))
-
-
 class _Loader:
     """Reads documents into resources. With an `app_id`, only that app's resources in
     `namespace` (as daprd loads them); with None, every resource, whichever app it is for."""
@@ -115,7 +110,7 @@ class _Loader:
             kind_name = type(resource).__name__
             key = (kind_name, resource.namespace, resource.name)
             defined = self.names.setdefault(key, [])
-            clash = next((d for d in defined if _overlap(d.scopes, resource.scopes)), None)
+            clash = next((d for d in defined if scopes_overlap(d.scopes, resource.scopes)), None)
             if clash is not None:
                 message = f"{kind_name} {resource.name!r} is already defined in {clash.source}"
                 self.problems.append(ResourceProblem(document.source, "$.metadata.name", message))
@@ -190,27 +185,31 @@ def load_resources(
 
 
 def survey_resources(
-    paths: Sequence[Path], *, environ: Mapping[str, str] | None = None
-) -> list[FileReport]:
+    paths: Sequence[str | Path], *, environ: Mapping[str, str] | None = None
+) -> dict[str, list[FileReport]]:
     """Every resource in `paths` (files, or directories as `load_resources` reads them),
-    whichever app or namespace it is for, reported file by file: what `validate` checks.
-    Names must be unique per kind and namespace among resources some app would load together."""
+    whichever app or namespace it is for, reported file by file and keyed by the path as given:
+    what `validate` checks. Names must be unique per kind and namespace among resources some
+    app would load together. A file named twice (itself, and in its folder) is read once, and
+    its report listed under both."""
     loader = _Loader(None, "default", os.environ if environ is None else environ)
-    reports: list[FileReport] = []
+    surveyed: dict[str, list[FileReport]] = {}
+    seen: dict[Path, FileReport] = {}
     for path in paths:
+        reports = surveyed.setdefault(str(path), [])
         before = len(loader.problems)
         files = loader.files(Path(path))
         if len(loader.problems) > before:  # the path itself is missing
             reports.append(FileReport(str(path), (), tuple(loader.problems[before:]), ()))
         for file in files:
-            marks = len(loader.loaded), len(loader.problems), len(loader.warnings)
-            loader.file(file)
-            reports.append(
-                FileReport(
+            if file.resolve() not in seen:
+                marks = len(loader.loaded), len(loader.problems), len(loader.warnings)
+                loader.file(file)
+                seen[file.resolve()] = FileReport(
                     str(file),
                     tuple(loader.loaded[marks[0] :]),
                     tuple(loader.problems[marks[1] :]),
                     tuple(loader.warnings[marks[2] :]),
                 )
-            )
-    return reports
+            reports.append(seen[file.resolve()])
+    return surveyed

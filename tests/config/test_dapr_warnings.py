@@ -134,18 +134,17 @@ def test_the_survey_checks_every_app_and_namespace_file_by_file(tmp_path: Path) 
     (tmp_path / "notes.txt").write_text("not a resource")
     assert not load_resources([tmp_path / "a.yaml"], "app1", environ={}).subscriptions
 
-    reports = survey_resources([tmp_path, tmp_path / "absent"], environ={})
-    assert [r.path for r in reports] == [
-        str(tmp_path / "a.yaml"),
-        str(tmp_path / "b.yaml"),
-        str(tmp_path / "absent"),
-    ]
+    surveyed = survey_resources([tmp_path, tmp_path / "absent"], environ={})
+    assert list(surveyed) == [str(tmp_path), str(tmp_path / "absent")]
+    reports = surveyed[str(tmp_path)]
+    assert [r.path for r in reports] == [str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")]
     assert [(p.source, p.path) for p in reports[0].problems] == [
         (f"{tmp_path / 'a.yaml'}#1", "$.spec.route"),
         (f"{tmp_path / 'a.yaml'}#2", "$.spec.policies.timeouts.t"),
     ]
     assert [p.path for p in reports[1].problems] == ["$.spec.version"]
-    assert [str(p) for p in reports[2].problems] == [
+    (absent,) = surveyed[str(tmp_path / "absent")]
+    assert [str(p) for p in absent.problems] == [
         f"{tmp_path / 'absent'}: $: no such file or directory"
     ]
 
@@ -157,9 +156,17 @@ def test_the_survey_allows_one_name_for_apps_that_never_load_both(tmp_path: Path
     (tmp_path / "b.yaml").write_text(store + "scopes: [app2]\n")
     (tmp_path / "c.yaml").write_text(store.replace("name: store", "name: store, namespace: prod"))
     (tmp_path / "d.yaml").write_text(store + "scopes: [app2, app3]\n")
-    reports = survey_resources([tmp_path], environ={})
+    (reports,) = survey_resources([tmp_path], environ={}).values()
     assert [len(r.resources) for r in reports] == [1, 1, 1, 0]
     assert [str(p) for r in reports for p in r.problems] == [
         f"{tmp_path / 'd.yaml'}: $.metadata.name: Component 'store' is already defined in "
         f"{tmp_path / 'b.yaml'}"
     ]
+
+
+def test_a_file_named_twice_is_read_once(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(resource("Component", "spec: {type: state.in-memory, version: v1}\n"))
+    surveyed = survey_resources([tmp_path, path], environ={})
+    assert surveyed[str(tmp_path)] == surveyed[str(path)]
+    assert surveyed[str(path)][0].problems == ()  # not "already defined" by itself
