@@ -51,7 +51,7 @@ def add_validate_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
         default=[],
         metavar="DIR",
         help="a folder of Dapr resource YAMLs, checked together as `run` loads them "
-        "(repeatable; --components-path is an alias)",
+        "(repeatable, before or after the FILEs; --components-path is an alias)",
     )
     validate.add_argument(
         "--components-path",

@@ -136,7 +136,7 @@ def test_a_folder_is_checked_like_run_loads_it_and_each_file_reported(
     write(folder, "notes.txt", "not a resource")
     empty = tmp_path / "empty"
     empty.mkdir()
-    argv = ["--resources-path", str(folder), "--resources-path", str(empty)]
+    argv = ["--resources-path", str(folder), "--components-path", str(empty)]  # daprd's alias
     code, out, err = validate(*argv, capsys=capsys)
     assert code == 2
     assert out == [f"{folder / 'a.yaml'}: ok", f"{empty}: ok (no .yaml or .yml files)"]
