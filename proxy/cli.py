@@ -7,7 +7,6 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import trio
@@ -89,12 +88,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_ca_command(sub)
 
-    validate = sub.add_parser(
-        "validate",
-        help="check config files",
-        description="Report every problem with its path; exit 2 if any.",
-    )
-    validate.add_argument("files", nargs="+", metavar="FILE")
+    from proxy.validate import add_validate_command
+
+    add_validate_command(sub)
     return parser
 
 
@@ -306,16 +302,10 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 def _validate(files: Sequence[str]) -> int:
-    failed = False
-    for name in files:
-        try:
-            load_file(Path(name))
-        except ConfigError as err:
-            failed = True
-            print(format_problems(err.problems, name), file=sys.stderr)
-        else:
-            print(f"{name}: ok")
-    return EXIT_CONFIG if failed else 0
+    """`meshwire validate` (proxy/validate.py); `files` holds the --resources-path folders too."""
+    from proxy.validate import validate
+
+    return 0 if validate(files) else EXIT_CONFIG
 
 
 if __name__ == "__main__":

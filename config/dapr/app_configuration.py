@@ -22,6 +22,7 @@ __all__ = [
     "NameResolution",
     "load_configuration",
     "parse_configuration",
+    "read_configuration",
 ]
 
 # Milliseconds: daprd's default latency histogram buckets.
@@ -40,6 +41,10 @@ UNMODELLED = (
     "wasm",
     "workflow",
 )
+# What daprd's TracingSpec (and its zipkin and otel parts) decodes.
+TRACING_KEYS = ("samplingRate", "stdout", "zipkin", "otel")
+ZIPKIN_KEYS = ("endpointAddress",)
+OTEL_KEYS = ("endpointAddress", "isSecure", "protocol", "headers", "timeout")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +111,7 @@ def parse_configuration(
     """The Configuration in `doc` (whose `spec` is given); problems go to `fields`."""
     fields.known_keys(spec, "$.spec", (*MODELLED, "features", *UNMODELLED))
     tracing: DaprTracing | None = None
+    _tracing_keys(spec, fields)
     if spec.get("tracing") is not None:
         try:
             tracing = tracing_from_resource(doc, service_name)
@@ -133,6 +139,18 @@ def parse_configuration(
         features=features,
         unmodelled=tuple(key for key in UNMODELLED if spec.get(key) is not None),
     )
+
+
+def _tracing_keys(spec: dict[str, object], fields: Fields) -> None:
+    """Warn of unknown keys in spec.tracing; its values are read by `tracing_from_resource`."""
+    tracing = spec.get("tracing")
+    if not isinstance(tracing, dict):
+        return  # a wrong type is tracing_from_resource's to report
+    fields.known_keys(tracing, "$.spec.tracing", TRACING_KEYS)
+    for key, known in (("zipkin", ZIPKIN_KEYS), ("otel", OTEL_KEYS)):
+        section = tracing.get(key)
+        if isinstance(section, dict):
+            fields.known_keys(section, child("$.spec.tracing", key), known)
 
 
 def _mtls(spec: dict[str, object], fields: Fields) -> MtlsSpec:
@@ -206,14 +224,15 @@ def _name_resolution(spec: dict[str, object], fields: Fields) -> NameResolution 
     )
 
 
-def load_configuration(
+def read_configuration(
     path: str | Path,
     service_name: str = "meshwire",
     *,
     namespace: str = "default",
     environ: Mapping[str, str] | None = None,
-) -> DaprConfiguration:
-    """The first Configuration in a file (env-expanded); DaprResourceError lists every problem."""
+) -> tuple[DaprConfiguration, list[ResourceProblem]]:
+    """The first Configuration in a file (env-expanded) and its warnings (unknown fields, which
+    daprd ignores); DaprResourceError lists every problem, and the warnings too."""
     documents, problems = read_documents(Path(path), environ)
     for document in documents:
         if isinstance(document.data, dict) and document.data.get("kind") == "Configuration":
@@ -228,8 +247,24 @@ def load_configuration(
             problems.extend(
                 ResourceProblem(document.source, p.path, p.message) for p in fields.problems
             )
+            warnings = [
+                ResourceProblem(document.source, p.path, p.message) for p in fields.warnings
+            ]
             if problems:
-                raise DaprResourceError(problems)
-            return configuration
+                raise DaprResourceError(problems, warnings)
+            return configuration, warnings
     problems.append(ResourceProblem(str(path), "$", "the file holds no Configuration resource"))
     raise DaprResourceError(problems)
+
+
+def load_configuration(
+    path: str | Path,
+    service_name: str = "meshwire",
+    *,
+    namespace: str = "default",
+    environ: Mapping[str, str] | None = None,
+) -> DaprConfiguration:
+    """The first Configuration in a file (env-expanded); DaprResourceError lists every problem.
+    Warnings are dropped: `read_configuration` has them, for whoever logs them."""
+    configuration, _ = read_configuration(path, service_name, namespace=namespace, environ=environ)
+    return configuration

@@ -11,7 +11,7 @@ __all__ = ["DaprResourceError", "ResourceProblem"]
 @dataclass(frozen=True, slots=True)
 class ResourceProblem:
     """One thing wrong with a resource: where (file, and document when a file holds several),
-    the JSONPath-like location inside the document, and what."""
+    the JSONPath-like location inside the document, and what. Warnings have the same shape."""
 
     source: str
     path: str
@@ -22,8 +22,12 @@ class ResourceProblem:
 
 
 class DaprResourceError(Exception):
-    """Resources that cannot be used; `problems` holds every reason found, in file order."""
+    """Resources that cannot be used; `problems` holds every reason found, in file order, and
+    `warnings` what would only have been logged (unknown fields) had they loaded."""
 
-    def __init__(self, problems: Sequence[ResourceProblem]) -> None:
+    def __init__(
+        self, problems: Sequence[ResourceProblem], warnings: Sequence[ResourceProblem] = ()
+    ) -> None:
         self.problems = list(problems)
+        self.warnings = list(warnings)
         super().__init__("\n".join(str(p) for p in self.problems))

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from config.dapr.duration import parse_go_duration
 from config.walk import Problem, child, kind
 
-__all__ = ["Fields", "ResourceMeta", "read_meta", "stringify"]
+__all__ = ["Fields", "ResourceMeta", "read_meta", "scopes_overlap", "stringify"]
 
 
 def stringify(value: object) -> str:
@@ -26,21 +26,25 @@ def stringify(value: object) -> str:
 
 
 class Fields:
-    """Reads fields out of mappings; a bad value becomes a Problem and the given default."""
+    """Reads fields out of mappings; a bad value becomes a Problem and the given default.
+
+    Unknown keys are `warnings`, not problems: daprd decodes resources leniently and ignores
+    them, so a resource that runs under daprd must load here too, but a typo stays visible."""
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
 
     def report(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
 
     def known_keys(self, mapping: dict[str, object], path: str, allowed: Collection[str]) -> None:
-        """One problem per key that is not in `allowed`, with a did-you-mean hint."""
+        """One warning per key that is not in `allowed`, with a did-you-mean hint."""
         for key in mapping:
             if key not in allowed:
                 close = difflib.get_close_matches(str(key), list(allowed), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                self.report(child(path, key), f"unknown field {key!r}{hint}")
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                self.warnings.append(Problem(child(path, key), f"unknown field (ignored{hint})"))
 
     def as_mapping(self, value: object, path: str) -> dict[str, object]:
         """`value` if it is a mapping (null counts as empty), else {} after a problem."""
@@ -167,6 +171,11 @@ class ResourceMeta:
 
     def in_scope(self, app_id: str) -> bool:
         return not self.scopes or app_id in self.scopes
+
+
+def scopes_overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Whether some app loads both resources with these scopes (no scopes: every app does)."""
+    return not a or not b or bool(set(a) & set(b))
 
 
 def read_meta(doc: dict[str, object], fields: Fields, namespace: str) -> ResourceMeta:

@@ -12,12 +12,12 @@ from config.dapr.component import Component, parse_component
 from config.dapr.documents import Document, read_documents
 from config.dapr.endpoint import HTTPEndpoint, parse_http_endpoint
 from config.dapr.errors import DaprResourceError, ResourceProblem
-from config.dapr.fields import Fields, ResourceMeta, read_meta
+from config.dapr.fields import Fields, ResourceMeta, read_meta, scopes_overlap
 from config.dapr.resiliency import Resiliency, parse_resiliency
 from config.dapr.subscription import Subscription, parse_subscription
 from config.walk import kind
 
-__all__ = ["KINDS", "Resources", "load_resources"]
+__all__ = ["KINDS", "FileReport", "Resource", "Resources", "load_resources", "survey_resources"]
 
 V1 = "dapr.io/v1alpha1"
 V2 = "dapr.io/v2alpha1"
@@ -34,13 +34,14 @@ _SUFFIXES = (".yaml", ".yml")
 
 @dataclass(frozen=True, slots=True)
 class Resources:
-    """The resources that apply to one app, in file order."""
+    """The resources that apply to one app, in file order, and the warnings met loading them."""
 
     components: tuple[Component, ...] = ()
     configurations: tuple[DaprConfiguration, ...] = ()
     resiliencies: tuple[Resiliency, ...] = ()
     subscriptions: tuple[Subscription, ...] = ()
     http_endpoints: tuple[HTTPEndpoint, ...] = ()
+    warnings: tuple[ResourceProblem, ...] = ()  # unknown fields, which daprd ignores
 
     def component(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)
@@ -49,14 +50,36 @@ class Resources:
 Resource = Component | DaprConfiguration | Resiliency | Subscription | HTTPEndpoint
 
 
+@dataclass(frozen=True, slots=True)
+class FileReport:
+    """One file as `survey_resources` found it: its resources (each with the document it came
+    from), its problems and its warnings."""
+
+    path: str
+    resources: tuple[tuple[Document, Resource], ...]
+    problems: tuple[ResourceProblem, ...]
+    warnings: tuple[ResourceProblem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Defined:
+    source: str
+    scopes: tuple[str, ...]
+
+
 class _Loader:
-    def __init__(self, app_id: str, namespace: str, environ: Mapping[str, str]) -> None:
+    """Reads documents into resources. With an `app_id`, only that app's resources in
+    `namespace` (as daprd loads them); with None, every resource, whichever app it is for."""
+
+    def __init__(self, app_id: str | None, namespace: str, environ: Mapping[str, str]) -> None:
         self.app_id = app_id
         self.namespace = namespace
         self.environ = environ
         self.problems: list[ResourceProblem] = []
-        self.loaded: list[Resource] = []
-        self.names: dict[tuple[str, str], str] = {}  # (kind, name) -> source defining it
+        self.warnings: list[ResourceProblem] = []
+        self.loaded: list[tuple[Document, Resource]] = []
+        # (kind, namespace, name) -> where it is defined, and for which apps
+        self.names: dict[tuple[str, str, str], list[_Defined]] = {}
 
     def files(self, path: Path) -> list[Path]:
         if path.is_file():
@@ -66,23 +89,34 @@ class _Loader:
             return []
         return sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
 
+    def file(self, path: Path) -> None:
+        documents, problems = read_documents(path, self.environ)
+        self.problems.extend(problems)
+        for document in documents:
+            self.document(document)
+
     def document(self, document: Document) -> None:
         fields = Fields()
         resource = self._parse(document.data, fields)
         self.problems.extend(
             ResourceProblem(document.source, p.path, p.message) for p in fields.problems
         )
+        self.warnings.extend(
+            ResourceProblem(document.source, p.path, p.message) for p in fields.warnings
+        )
         if resource is None:
             return
-        kind_name = type(resource).__name__
         if isinstance(resource, Component | HTTPEndpoint):
-            key = (kind_name, resource.name)
-            if key in self.names:
-                message = f"{kind_name} {resource.name!r} is already defined in {self.names[key]}"
+            kind_name = type(resource).__name__
+            key = (kind_name, resource.namespace, resource.name)
+            defined = self.names.setdefault(key, [])
+            clash = next((d for d in defined if scopes_overlap(d.scopes, resource.scopes)), None)
+            if clash is not None:
+                message = f"{kind_name} {resource.name!r} is already defined in {clash.source}"
                 self.problems.append(ResourceProblem(document.source, "$.metadata.name", message))
                 return
-            self.names[key] = document.source
-        self.loaded.append(resource)
+            defined.append(_Defined(document.source, resource.scopes))
+        self.loaded.append((document, resource))
 
     def _parse(self, data: object, fields: Fields) -> Resource | None:
         if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
@@ -101,7 +135,9 @@ class _Loader:
             )
             return None
         fields.known_keys(data, "$", _TOP_LEVEL)
-        if meta.namespace != self.namespace or not meta.in_scope(self.app_id):
+        if self.app_id is not None and (
+            meta.namespace != self.namespace or not meta.in_scope(self.app_id)
+        ):
             return None  # another namespace's, or scoped to other apps: daprd skips it
         return self._spec(data, fields.section(data, "spec", "$"), meta, fields)
 
@@ -111,7 +147,8 @@ class _Loader:
         if meta.kind == "Component":
             return parse_component(doc, spec, meta, fields, self.environ)
         if meta.kind == "Configuration":
-            return parse_configuration(doc, spec, meta, fields, self.app_id)
+            service_name = self.app_id or "meshwire"
+            return parse_configuration(doc, spec, meta, fields, service_name)
         if meta.kind == "Resiliency":
             return parse_resiliency(spec, meta, fields)
         if meta.kind == "Subscription":
@@ -128,21 +165,51 @@ def load_resources(
 ) -> Resources:
     """Every resource for `app_id` in the `.yaml`/`.yml` files of `paths` (directories, sorted,
     or single files). Resources scoped to other apps or set in another namespace are skipped.
-    DaprResourceError lists every problem found, each with its file and path."""
+    DaprResourceError lists every problem found, each with its file and path; unknown fields
+    are only warnings (daprd ignores them), in `Resources.warnings` or the error's."""
     loader = _Loader(app_id, namespace, os.environ if environ is None else environ)
     for path in paths:
         for file in loader.files(Path(path)):
-            documents, problems = read_documents(file, loader.environ)
-            loader.problems.extend(problems)
-            for document in documents:
-                loader.document(document)
+            loader.file(file)
     if loader.problems:
-        raise DaprResourceError(loader.problems)
-    found = loader.loaded
+        raise DaprResourceError(loader.problems, loader.warnings)
+    found = [resource for _, resource in loader.loaded]
     return Resources(
         components=tuple(r for r in found if isinstance(r, Component)),
         configurations=tuple(r for r in found if isinstance(r, DaprConfiguration)),
         resiliencies=tuple(r for r in found if isinstance(r, Resiliency)),
         subscriptions=tuple(r for r in found if isinstance(r, Subscription)),
         http_endpoints=tuple(r for r in found if isinstance(r, HTTPEndpoint)),
+        warnings=tuple(loader.warnings),
     )
+
+
+def survey_resources(
+    paths: Sequence[str | Path], *, environ: Mapping[str, str] | None = None
+) -> dict[str, list[FileReport]]:
+    """Every resource in `paths` (files, or directories as `load_resources` reads them),
+    whichever app or namespace it is for, reported file by file and keyed by the path as given:
+    what `validate` checks. Names must be unique per kind and namespace among resources some
+    app would load together. A file named twice (itself, and in its folder) is read once, and
+    its report listed under both."""
+    loader = _Loader(None, "default", os.environ if environ is None else environ)
+    surveyed: dict[str, list[FileReport]] = {}
+    seen: dict[Path, FileReport] = {}
+    for path in paths:
+        reports = surveyed.setdefault(str(path), [])
+        before = len(loader.problems)
+        files = loader.files(Path(path))
+        if len(loader.problems) > before:  # the path itself is missing
+            reports.append(FileReport(str(path), (), tuple(loader.problems[before:]), ()))
+        for file in files:
+            if file.resolve() not in seen:
+                marks = len(loader.loaded), len(loader.problems), len(loader.warnings)
+                loader.file(file)
+                seen[file.resolve()] = FileReport(
+                    str(file),
+                    tuple(loader.loaded[marks[0] :]),
+                    tuple(loader.problems[marks[1] :]),
+                    tuple(loader.warnings[marks[2] :]),
+                )
+            reports.append(seen[file.resolve()])
+    return surveyed

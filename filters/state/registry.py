@@ -91,7 +91,8 @@ def default_component(namespace: str) -> Component:
     )
 
 
-def _is_actor_store(component: Component) -> bool:
+def is_actor_store(component: Component) -> bool:
+    """Whether the Component sets actorStateStore (one store per app may)."""
     flag = metadata_value(component.metadata, ACTOR_FLAG)
     return flag.strip().lower() in ("true", "1", "yes", "y", "on")
 
@@ -109,7 +110,7 @@ class StateStores:
         self.namespace = namespace
         self.data_dir = data_dir
         self._stores: dict[str, NamedStore] = {}
-        actors = [c.name for c in self.components if _is_actor_store(c)]
+        actors = [c.name for c in self.components if is_actor_store(c)]
         if len(actors) > 1:
             raise ValueError(
                 f"only one state store may set {ACTOR_FLAG}: true; found {', '.join(actors)}"
@@ -140,7 +141,7 @@ class StateStores:
             raise StateStoreInitError(str(exc)) from exc
         store: Store = STATE_STORES.construct(component, self.data_dir)
         await STATE_STORES.initialise(component, store)
-        actor = _is_actor_store(component)
+        actor = is_actor_store(component)
         return NamedStore(component.name, component, store, KeyScheme(prefix), actor)
 
     def schedule_cleanup(self, nursery: trio.Nursery) -> None:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import msgspec
 
 from config import schema
-from config.dapr.app_configuration import load_configuration
+from config.dapr.app_configuration import read_configuration
 from config.dapr.configuration import with_dapr_tracing
-from config.dapr.errors import DaprResourceError
+from config.dapr.errors import DaprResourceError, ResourceProblem
 from config.dapr.resources import load_resources
 from config.loader import ConfigError, Problem
 from config.sidecar import (
@@ -28,6 +29,8 @@ from config.sidecar import (
 DAPR_HTTP_PORT = 3500
 DAPR_GRPC_PORT = 50001
 INTERNAL_LISTENER = "dapr-internal"
+
+log = logging.getLogger("meshwire")
 
 
 def add_dapr_arguments(run: argparse.ArgumentParser) -> None:
@@ -176,11 +179,15 @@ def with_sidecar_settings(config: schema.Config, dapr_config: str) -> schema.Con
     sidecar = config.sidecar
     assert sidecar is not None
     try:
-        dapr = load_configuration(Path(dapr_config), sidecar.app_id, namespace=sidecar.namespace)
+        dapr, warnings = read_configuration(
+            Path(dapr_config), sidecar.app_id, namespace=sidecar.namespace
+        )
     except DaprResourceError as err:
+        log_warnings(err.warnings)
         raise ConfigError(
             [Problem(p.path, f"{p.source}: {p.message}") for p in err.problems]
         ) from err
+    log_warnings(warnings)
     tracing = dapr.tracing
     if tracing is not None and tracing.telemetry != schema.Telemetry(service_name=sidecar.app_id):
         config = with_dapr_tracing(config, tracing)
@@ -201,16 +208,26 @@ def with_sidecar_settings(config: schema.Config, dapr_config: str) -> schema.Con
     return msgspec.structs.replace(config, sidecar=msgspec.structs.replace(sidecar, **changes))
 
 
+def log_warnings(warnings: Iterable[ResourceProblem]) -> None:
+    """Log what daprd would ignore (unknown fields), once each: these loads are the start-up
+    checks; the runtime's later loads of the same files keep quiet."""
+    for warning in dict.fromkeys(warnings):
+        log.warning("%s", warning)
+
+
 def check_resources(config: schema.Config) -> None:
-    """Every resource file under --resources-path parses (problems listed with their paths)."""
+    """Every resource file under --resources-path parses (problems listed with their paths);
+    unknown fields are logged as warnings."""
     sidecar = config.sidecar
     if sidecar is None or not sidecar.resources_paths:
         return
     try:
-        load_resources(
+        resources = load_resources(
             [Path(p) for p in sidecar.resources_paths], sidecar.app_id, sidecar.namespace
         )
     except DaprResourceError as err:
+        log_warnings(err.warnings)
         raise ConfigError(
             [Problem(p.path, f"{p.source}: {p.message}") for p in err.problems]
         ) from err
+    log_warnings(resources.warnings)

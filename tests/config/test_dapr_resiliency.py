@@ -60,11 +60,16 @@ def load_one(tmp_path: Path, spec: str) -> Resiliency:
     return resiliency
 
 
-def problems(tmp_path: Path, spec: str) -> list[tuple[str, str]]:
+def problems(
+    tmp_path: Path, spec: str, warnings: list[tuple[str, str]] | None = None
+) -> list[tuple[str, str]]:
+    """The problems loading `spec` meets; its warnings are appended to `warnings` if given."""
     resiliency_file(tmp_path, spec)
     with pytest.raises(DaprResourceError) as info:
         load_resources([tmp_path], "app1", environ={})
     assert {Path(p.source).name for p in info.value.problems} == {"r.yaml"}
+    if warnings is not None:
+        warnings.extend((p.path, p.message) for p in info.value.warnings)
     return [(p.path, p.message) for p in info.value.problems]
 
 
@@ -201,6 +206,7 @@ def test_bad_trip_predicates(source: str, message: str) -> None:
 
 
 def test_every_problem_has_its_path(tmp_path: Path) -> None:
+    warnings: list[tuple[str, str]] = []
     found = problems(
         tmp_path,
         "spec:\n"
@@ -216,15 +222,18 @@ def test_every_problem_has_its_path(tmp_path: Path) -> None:
         "    actors: {a: {circuitBreaker: cb}, t: {circuitBreaker: cb, circuitBreakerScope: all}}\n"
         "    components: {store: {outbound: {retry: fast, timeout: absent}}, other: {}}\n"
         "  target: {}\n",
+        warnings,
     )
+    assert warnings == [  # unknown fields: daprd ignores them
+        ("$.spec.target", "unknown field (ignored; did you mean 'targets'?)"),
+        ("$.spec.policies.retries.fast.maxRetry",
+         "unknown field (ignored; did you mean 'maxRetries'?)"),
+    ]  # fmt: skip
     assert found == [
-        ("$.spec.target", "unknown field 'target' (did you mean 'targets'?)"),
         ("$.spec.policies.timeouts.general",
          "expected a Go duration such as 5s, 500ms, 1.5s or 1h30m, got 5"),
         ("$.spec.policies.timeouts.broken",
          "expected a Go duration such as 5s, 500ms, 1.5s or 1h30m, got '5 s'"),
-        ("$.spec.policies.retries.fast.maxRetry",
-         "unknown field 'maxRetry' (did you mean 'maxRetries'?)"),
         ("$.spec.policies.retries.fast.policy",
          "must be one of constant, exponential, got 'linear'"),
         ("$.spec.policies.retries.fast.maxRetries", "must be at least -1, got -2"),

@@ -141,6 +141,13 @@ def problems_of(folder: Path, app_id: str = "app1", **env: str) -> list[tuple[st
     return [(Path(p.source).name, p.path, p.message) for p in info.value.problems]
 
 
+def warnings_of(folder: Path, app_id: str = "app1") -> list[tuple[str, str, str]]:
+    """The warnings of a load that fails (see problems_of)."""
+    with pytest.raises(DaprResourceError) as info:
+        load(folder, app_id)
+    return [(Path(p.source).name, p.path, p.message) for p in info.value.warnings]
+
+
 def test_the_reference_component_parses(tmp_path: Path) -> None:
     write(tmp_path, "statestore.yaml", COMPONENT)
     (component,) = load(tmp_path, SOME_ENV_VAR="from-env").components
@@ -386,7 +393,6 @@ def test_every_problem_is_collected_with_file_and_path(tmp_path: Path) -> None:
         ("b.yaml#3", "$.apiVersion", "expected dapr.io/v1alpha1 for a Component, "
          "got 'dapr.io/v2alpha1'"),
         ("b.yaml#4", "$.metadata.name", "missing required field 'name'"),
-        ("b.yaml#4", "$.spec.typ", "unknown field 'typ' (did you mean 'type'?)"),
         ("b.yaml#4", "$.spec.type", "missing required field 'type'"),
         ("b.yaml#4", "$.spec.metadata[0]", "set only one of value, secretKeyRef, envRef; "
          "got ['value', 'envRef']"),
@@ -395,6 +401,9 @@ def test_every_problem_is_collected_with_file_and_path(tmp_path: Path) -> None:
         ("c.yaml", "$", "invalid YAML at line 3: expected the node content, but found "
          "'<stream end>'"),
     ]  # fmt: skip
+    assert warnings_of(tmp_path) == [
+        ("b.yaml#4", "$.spec.typ", "unknown field (ignored; did you mean 'type'?)"),
+    ]
 
 
 def test_the_error_lists_one_problem_per_line(tmp_path: Path) -> None:
@@ -402,9 +411,9 @@ def test_the_error_lists_one_problem_per_line(tmp_path: Path) -> None:
     with pytest.raises(DaprResourceError) as info:
         load(tmp_path)
     lines = str(info.value).splitlines()
-    assert lines == [
-        f"{tmp_path / 'a.yaml'}: $.spec.routes: unknown field 'routes' (did you mean 'route'?)",
-        f"{tmp_path / 'a.yaml'}: $.spec.route: missing required field 'route'",
+    assert lines == [f"{tmp_path / 'a.yaml'}: $.spec.route: missing required field 'route'"]
+    assert [str(w) for w in info.value.warnings] == [
+        f"{tmp_path / 'a.yaml'}: $.spec.routes: unknown field (ignored; did you mean 'route'?)"
     ]
 
 
@@ -419,7 +428,6 @@ def test_value_problems_in_each_kind(tmp_path: Path) -> None:
           .replace("- {name: /op1, httpVerb: [POST, GET], action: allow}", "- {name: /op1}")
           .replace("tracing:", "tracin:"))  # fmt: skip
     assert problems_of(tmp_path) == [
-        ("c.yaml", "$.spec.tracin", "unknown field 'tracin' (did you mean 'tracing'?)"),
         ("c.yaml", "$.spec.accessControl.defaultAction",
          "must be one of allow, deny, got 'maybe'"),
         ("c.yaml", "$.spec.accessControl.policies[0].operations[0].action",
@@ -427,10 +435,13 @@ def test_value_problems_in_each_kind(tmp_path: Path) -> None:
         ("c.yaml", "$.spec.mtls.workloadCertTTL",
          "expected a Go duration such as 5s, 500ms, 1.5s or 1h30m, got '1d'"),
         ("e.yaml", "$.spec.baseUrl", "expected an http:// or https:// URL, got 'ftp://x'"),
-        ("s.yaml", "$.spec.routes.rules[0].matc", "unknown field 'matc' (did you mean 'match'?)"),
         ("s.yaml", "$.spec.routes.rules[0].match", "missing required field 'match'"),
         ("s.yaml", "$.spec.bulkSubscribe.maxMessagesCount", "must be at least 1, got 0"),
     ]  # fmt: skip
+    assert warnings_of(tmp_path) == [
+        ("c.yaml", "$.spec.tracin", "unknown field (ignored; did you mean 'tracing'?)"),
+        ("s.yaml", "$.spec.routes.rules[0].matc", "unknown field (ignored; did you mean 'match'?)"),
+    ]
 
 
 def test_a_missing_resources_path_is_a_problem(tmp_path: Path) -> None:
