@@ -16,13 +16,15 @@ import yaml
 from config import schema
 from config.dapr.configuration import DaprConfigError, load_tracing, with_dapr_tracing
 from config.loader import ConfigError, Problem, check_references, format_problems, load_file
+from config.walk import child
 from exporters import process_log
 from filters.backends import ComponentInitError
 from proxy import app as app_module
-from proxy.server import Bound, serve
+from proxy.server import BindError, Bound, serve
 from proxy.sidecar.ca_command import add_ca_command, run_ca_command
 from proxy.sidecar.child import app_environment, run_app
 from proxy.sidecar.options import (
+    LISTENER_FLAGS,
     add_dapr_arguments,
     check_resources,
     sidecar_config,
@@ -183,6 +185,21 @@ def load_run_config(args: argparse.Namespace) -> schema.Config:
     return config
 
 
+def listener_origins(args: argparse.Namespace, config: schema.Config) -> dict[str, str]:
+    """Where each listener's address was set (listener name → a flag, or a path in the config
+    file), and the admin port's under "admin": what a start-up error names besides the address."""
+    if args.app_id:
+        return dict(LISTENER_FLAGS)
+    if args.config:
+        origins = {
+            listener.name: f"{args.config}: {child(child('$.listeners', i), 'address')}"
+            for i, listener in enumerate(config.listeners)
+        }
+        origins["admin"] = "--admin" if args.admin else f"{args.config}: $.admin.address"
+        return origins
+    return {"ingress": "--listen", "admin": "--admin"}
+
+
 def _with_dapr_configuration(config: schema.Config, path: str) -> schema.Config:
     try:
         tracing = load_tracing(path, config.telemetry.service_name)
@@ -275,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, CaError) as exc:
         print(f"{source}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    origins = listener_origins(args, config)
     try:
         if config.sidecar is not None:
             # Broker clients run on their own threads (paho, asyncio, worker threads); with the
@@ -282,20 +300,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             # to drop the GIL, which showed as tens of ms at the p99 of pub/sub deliveries.
             sys.setswitchinterval(SIDECAR_SWITCH_INTERVAL)
         trio.run(_run, application, command, args)
-    except OSError as exc:
-        print(f"meshwire: {exc}", file=sys.stderr)
-        return 1
     except BaseExceptionGroup as group:
-        # A component that cannot start (a state store, a broker) ends start-up with its reason.
-        failed, rest = group.split(ComponentInitError)
+        # What cannot start (a port, a state store, a broker) ends start-up with its reason.
+        failed, rest = group.split((BindError, ComponentInitError))
         if failed is None or rest is not None:
             raise
         for reason in _leaves(failed):
-            print(f"meshwire: {reason}", file=sys.stderr)
+            print(_explain(reason, origins), file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _explain(failure: BaseException, origins: dict[str, str]) -> str:
+    """The one line a start-up failure is shown as."""
+    if isinstance(failure, BindError):
+        return f"{origins.get(failure.name, f'listener {failure.name}')}: {failure}"
+    return f"meshwire: {failure}"
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -1,0 +1,95 @@
+"""`meshwire run` that cannot start: one line naming what failed and where it was set, exit 2."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_process import free_port, meshwire_cmd
+
+ROOT = Path(__file__).resolve().parents[2]
+DEADLINE = 60
+QUIET = ("--log-level", "warn")  # start-up info lines (a new CA, …) are not what is checked
+
+
+@contextmanager
+def busy_port() -> Iterator[int]:
+    """A port some other program listens on while the block runs."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        yield int(held.getsockname()[1])
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        meshwire_cmd("run", *args), cwd=cwd, capture_output=True, text=True, timeout=DEADLINE
+    )
+
+
+def assert_one_line(result: subprocess.CompletedProcess[str], *parts: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    for part in parts:
+        assert part in lines[0], (part, lines[0])
+
+
+def listener_config(path: Path, listen: str, admin: str) -> None:
+    path.write_text(
+        f"admin: {{address: '{admin}'}}\n"
+        "listeners:\n"
+        f"  - name: edge\n    address: '{listen}'\n"
+        "    routes: [{match: {prefix: /}, direct_response: {status: 200}}]\n"
+    )
+
+
+def test_a_busy_config_listener_names_its_address_and_config_path(tmp_path: Path) -> None:
+    config = tmp_path / "edge.yaml"
+    with busy_port() as port:
+        listener_config(config, f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
+        result = run("-c", "edge.yaml", cwd=tmp_path)
+    assert_one_line(result, f"127.0.0.1:{port}", "edge.yaml: $.listeners[0].address", "in use")
+
+
+def test_a_busy_config_admin_port_names_its_address_and_config_path(tmp_path: Path) -> None:
+    config = tmp_path / "edge.yaml"
+    with busy_port() as port:
+        listener_config(config, f"127.0.0.1:{free_port()}", f"127.0.0.1:{port}")
+        result = run("-c", "edge.yaml", cwd=tmp_path)
+    assert_one_line(result, f"127.0.0.1:{port}", "edge.yaml: $.admin.address", "in use")
+
+
+def test_a_busy_admin_flag_names_the_flag(tmp_path: Path) -> None:
+    config = tmp_path / "edge.yaml"
+    listener_config(config, f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
+    with busy_port() as port:
+        result = run("-c", str(config), "--admin", f"127.0.0.1:{port}")
+    assert_one_line(result, f"127.0.0.1:{port}", "--admin", "in use")
+
+
+def test_a_busy_quick_mode_listener_names_the_listen_flag() -> None:
+    with busy_port() as port:
+        result = run(
+            "--listen", f"127.0.0.1:{port}", "--upstream", "http://127.0.0.1:9", "--no-admin"
+        )
+    assert_one_line(result, f"127.0.0.1:{port}", "--listen", "in use")
+
+
+@pytest.mark.parametrize(
+    "flag", ["--dapr-http-port", "--dapr-grpc-port", "--metrics-port", "--dapr-internal-grpc-port"]
+)
+def test_a_busy_sidecar_port_names_its_flag(tmp_path: Path, flag: str) -> None:
+    ports = {"--dapr-http-port": "0", "--dapr-grpc-port": "0", "--metrics-port": "0"}
+    with busy_port() as port:
+        ports[flag] = str(port)
+        argv = ["--app-id", "a", "--data-dir", str(tmp_path), *QUIET]
+        argv += [item for pair in ports.items() for item in pair]
+        result = run(*argv)
+    assert_one_line(result, f"127.0.0.1:{port}", flag, "in use")
