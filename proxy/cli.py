@@ -39,6 +39,22 @@ SIDECAR_SWITCH_INTERVAL = 0.0005  # seconds; see where it is set
 log = logging.getLogger("meshwire")
 
 
+class StartError(Exception):
+    """Start-up could not open something it needs (a file, a directory): one line each."""
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        self.reasons = list(reasons)
+        super().__init__("; ".join(self.reasons))
+
+
+def _os_reason(exc: BaseException) -> str:
+    if not isinstance(exc, OSError):
+        return str(exc)
+    reason = exc.strerror or str(exc)
+    reason = reason[:1].lower() + reason[1:]
+    return f"{exc.filename}: {reason}" if exc.filename else reason
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meshwire",
@@ -242,7 +258,10 @@ async def _run(
             nursery.cancel_scope.cancel()  # drained: stop watching for signals too
 
         nursery.start_soon(watch_signals)
-        bound = await nursery.start(run_server)
+        try:
+            bound = await nursery.start(run_server)
+        except* OSError as group:  # a file or directory start-up needed (an access log, …)
+            raise StartError([_os_reason(exc) for exc in _leaves(group)]) from group
         for name, (host, port) in bound.addresses.items():
             log.info("listening: %s on %s:%d", name, host, port)
         if command and args is not None:
@@ -302,22 +321,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         trio.run(_run, application, command, args)
     except BaseExceptionGroup as group:
         # What cannot start (a port, a state store, a broker) ends start-up with its reason.
-        failed, rest = group.split((BindError, ComponentInitError))
+        failed, rest = group.split((BindError, ComponentInitError, StartError))
         if failed is None or rest is not None:
             raise
-        for reason in _leaves(failed):
-            print(_explain(reason, origins), file=sys.stderr)
+        for failure in _leaves(failed):
+            for line in _explain(failure, origins):
+                print(line, file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
     return 0
 
 
-def _explain(failure: BaseException, origins: dict[str, str]) -> str:
-    """The one line a start-up failure is shown as."""
+def _explain(failure: BaseException, origins: dict[str, str]) -> list[str]:
+    """The lines (one per reason) a start-up failure is shown as."""
     if isinstance(failure, BindError):
-        return f"{origins.get(failure.name, f'listener {failure.name}')}: {failure}"
-    return f"meshwire: {failure}"
+        return [f"{origins.get(failure.name, f'listener {failure.name}')}: {failure}"]
+    if isinstance(failure, StartError):
+        return [f"meshwire: cannot start: {reason}" for reason in failure.reasons]
+    return [f"meshwire: {failure}"]
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -93,3 +93,10 @@ def test_a_busy_sidecar_port_names_its_flag(tmp_path: Path, flag: str) -> None:
         argv += [item for pair in ports.items() for item in pair]
         result = run(*argv)
     assert_one_line(result, f"127.0.0.1:{port}", flag, "in use")
+
+
+def test_a_file_start_up_cannot_open_is_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir" / "access.log"
+    quick = ["--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:9", "--no-admin"]
+    result = run(*quick, "--access-log", str(missing))
+    assert_one_line(result, str(missing), "no such file")
