@@ -22,7 +22,7 @@ from filters.backends import ComponentInitError
 from proxy import app as app_module
 from proxy.server import BindError, Bound, serve
 from proxy.sidecar.ca_command import add_ca_command, run_ca_command
-from proxy.sidecar.child import app_environment, run_app
+from proxy.sidecar.child import AppStartError, app_environment, run_app
 from proxy.sidecar.options import (
     LISTENER_FLAGS,
     add_dapr_arguments,
@@ -237,8 +237,11 @@ def _replace(config: schema.Config, **changes: object) -> schema.Config:
 
 async def _run(
     app: app_module.App, command: Sequence[str] = (), args: argparse.Namespace | None = None
-) -> None:
+) -> int:
+    """Serve until a signal, or until the app started by `-- CMD` ends; the exit code: the
+    app's when it ended on its own, else 0."""
     shutdown = trio.Event()
+    exit_code = 0
     async with trio.open_nursery() as nursery:
 
         async def watch_signals() -> None:
@@ -273,8 +276,16 @@ async def _run(
                 args.app_port,
                 addresses["admin"][1] if "admin" in addresses else None,
             )
-            nursery.start_soon(run_app, command, env, shutdown)
+
+            async def run_child() -> None:
+                nonlocal exit_code
+                status = await run_app(command, env, shutdown)
+                if status is not None:
+                    exit_code = status
+
+            nursery.start_soon(run_child)
     log.info("stopped")
+    return exit_code
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -318,10 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # default 5 ms switch interval each hand-off to them waits for the busy trio thread
             # to drop the GIL, which showed as tens of ms at the p99 of pub/sub deliveries.
             sys.setswitchinterval(SIDECAR_SWITCH_INTERVAL)
-        trio.run(_run, application, command, args)
+        return trio.run(_run, application, command, args)
     except BaseExceptionGroup as group:
         # What cannot start (a port, a state store, a broker) ends start-up with its reason.
-        failed, rest = group.split((BindError, ComponentInitError, StartError))
+        failed, rest = group.split((BindError, ComponentInitError, StartError, AppStartError))
         if failed is None or rest is not None:
             raise
         for failure in _leaves(failed):
@@ -330,7 +341,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
-    return 0
 
 
 def _explain(failure: BaseException, origins: dict[str, str]) -> list[str]:
