@@ -66,7 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run the proxy",
-        description="Run from a YAML config (-c), or in quick mode from --listen and --upstream.",
+        usage="%(prog)s -c FILE [options]\n"
+        "       %(prog)s --listen HOST:PORT --upstream URL [options]\n"
+        "       %(prog)s --app-id ID [options] [-- CMD ARGS...]",
+        description="Run from a YAML config (-c), or in quick mode from --listen and --upstream,"
+        " or as the Dapr sidecar of an app (--app-id).",
+        epilog="-- CMD ARGS...: with --app-id, start the app as a child process with Dapr's"
+        " environment (APP_ID, APP_PORT, DAPR_HTTP_PORT, DAPR_GRPC_PORT, DAPR_METRICS_PORT)."
+        " When the app exits, meshwire drains and exits with the app's exit code (128+N if"
+        " signal N killed it); when meshwire is stopped, it stops the app first.",
     )
     run.add_argument("-c", "--config", metavar="FILE", help="meshwire YAML config")
     run.add_argument("--listen", metavar="HOST:PORT", help="quick mode: listener address")

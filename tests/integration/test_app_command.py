@@ -22,6 +22,15 @@ def sidecar_with_app(data_dir: Path, *command: str) -> subprocess.CompletedProce
     )
 
 
+def test_run_help_shows_how_to_start_the_app() -> None:
+    result = subprocess.run(
+        meshwire_cmd("run", "--help"), cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    usage = result.stdout.split("\n\n")[0]
+    assert "--app-id ID [options] [-- CMD ARGS...]" in usage
+    assert "exit code" in result.stdout
+
+
 @pytest.mark.parametrize(
     ("script", "status"),
     [
