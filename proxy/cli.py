@@ -47,6 +47,26 @@ class StartError(Exception):
         super().__init__("; ".join(self.reasons))
 
 
+class UnreadableFile(Exception):
+    """A file named on the command line cannot be read: one line, `PATH: reason`."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {reason}")
+
+
+def _check_readable(path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise UnreadableFile(path, "no such file") from None
+    except IsADirectoryError:
+        raise UnreadableFile(path, "a directory, not a file") from None
+    except OSError as exc:
+        raise UnreadableFile(path, _os_reason(exc).removeprefix(f"{path}: ")) from None
+
+
 def _os_reason(exc: BaseException) -> str:
     if not isinstance(exc, OSError):
         return str(exc)
@@ -177,6 +197,11 @@ def dump_config(config: schema.Config) -> str:
 
 
 def load_run_config(args: argparse.Namespace) -> schema.Config:
+    """The config `meshwire run ARGS` stands for; ConfigError lists every problem, and a file
+    named on the command line that cannot be read is an UnreadableFile."""
+    for path in (args.config, args.dapr_config):
+        if path:
+            _check_readable(path)
     if args.app_id:
         if args.listen or args.upstream:
             raise ConfigError([Problem("argv", "--app-id runs a sidecar: no --listen/--upstream")])
@@ -321,6 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_run_config(args)
     except ConfigError as err:
         print(format_problems(err.problems, source), file=sys.stderr)
+        return EXIT_CONFIG
+    except UnreadableFile as err:
+        print(err, file=sys.stderr)
         return EXIT_CONFIG
     if args.dump_config:
         sys.stdout.write(dump_config(config))

@@ -100,3 +100,25 @@ def test_a_file_start_up_cannot_open_is_one_line(tmp_path: Path) -> None:
     quick = ["--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:9", "--no-admin"]
     result = run(*quick, "--access-log", str(missing))
     assert_one_line(result, str(missing), "no such file")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-c", "nowhere.yaml"],
+        ["--app-id", "a", "--config", "nowhere.yaml"],
+        ["--app-id", "a", "--dapr-config", "nowhere.yaml"],
+        [
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--dapr-config",
+            "nowhere.yaml",
+        ],
+    ],
+)
+def test_a_missing_config_file_is_one_line(tmp_path: Path, argv: list[str]) -> None:
+    result = run(*argv, cwd=tmp_path)  # refused before anything is built: no data dir written
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["nowhere.yaml: no such file"]
