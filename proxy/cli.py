@@ -333,31 +333,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         cut = argv.index("--")
         argv, command = argv[:cut], argv[cut + 1 :]
     args = _parser().parse_args(argv)
-    if command and not (args.command == "run" and args.app_id):
-        print("meshwire: `-- CMD` starts an app, which needs --app-id", file=sys.stderr)
+    if args.command == "run":
+        process_log.configure(args.log_level, args.log_as_json, args.app_id)
+        try:
+            return _run_command(args, command)
+        except Exception:
+            if not args.log_as_json:
+                raise
+            log.critical("meshwire crashed", exc_info=True)  # even a traceback is one JSON line
+            return 1
+    if command:
+        print("meshwire: `-- CMD` starts an app, which needs `run --app-id`", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "validate":
         return _validate(args.files)
-    if args.command == "ca":
-        return run_ca_command(args)
-    process_log.configure(args.log_level, args.log_as_json)
+    return run_ca_command(args)
+
+
+def _fail(args: argparse.Namespace, lines: Sequence[str]) -> int:
+    """Why `run` cannot start, one line each: plain on stderr, or with --log-as-json one fatal
+    record each, like every other line the process writes."""
+    for line in lines:
+        if args.log_as_json:
+            log.critical("%s", line)
+        else:
+            print(line, file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _run_command(args: argparse.Namespace, command: Sequence[str]) -> int:
+    if command and not args.app_id:
+        return _fail(args, ["meshwire: `-- CMD` starts an app, which needs --app-id"])
     source = args.config or "command line"
     try:
         config = load_run_config(args)
     except ConfigError as err:
-        print(format_problems(err.problems, source), file=sys.stderr)
-        return EXIT_CONFIG
+        return _fail(args, format_problems(err.problems, source).splitlines())
     except UnreadableFile as err:
-        print(err, file=sys.stderr)
-        return EXIT_CONFIG
+        return _fail(args, [str(err)])
     if args.dump_config:
         sys.stdout.write(dump_config(config))
         return 0
     try:
         application = app_module.build(config)
     except (OSError, ValueError, CaError) as exc:
-        print(f"{source}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _fail(args, [f"{source}: {exc}"])
     origins = listener_origins(args, config)
     try:
         if config.sidecar is not None:
@@ -371,10 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed, rest = group.split((BindError, ComponentInitError, StartError, AppStartError))
         if failed is None or rest is not None:
             raise
-        for failure in _leaves(failed):
-            for line in _explain(failure, origins):
-                print(line, file=sys.stderr)
-        return EXIT_CONFIG
+        return _fail(args, [line for exc in _leaves(failed) for line in _explain(exc, origins)])
     except KeyboardInterrupt:
         return 130
 

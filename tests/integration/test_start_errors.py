@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -26,9 +28,16 @@ def busy_port() -> Iterator[int]:
         yield int(held.getsockname()[1])
 
 
-def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        meshwire_cmd("run", *args), cwd=cwd, capture_output=True, text=True, timeout=DEADLINE
+        meshwire_cmd("run", *args),
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
     )
 
 
@@ -122,3 +131,55 @@ def test_a_missing_config_file_is_one_line(tmp_path: Path, argv: list[str]) -> N
     result = run(*argv, cwd=tmp_path)  # refused before anything is built: no data dir written
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["nowhere.yaml: no such file"]
+
+
+# Loaded at interpreter start-up (sitecustomize): every bind raises a Python warning, as a
+# library deprecating something would, from inside the running process.
+WARN_ON_BIND = """
+import sys, warnings
+def _warn(event, args):
+    if event == "socket.bind":
+        warnings.warn("a socket is being bound", UserWarning)
+sys.addaudithook(_warn)
+"""
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        ("busy port", "--dapr-http-port: cannot listen on"),
+        ("missing config", "nowhere.yaml: no such file"),
+        ("app not found", "cannot start the app 'meshwire-no-such-app'"),
+    ],
+)
+def test_with_log_as_json_every_line_is_json(tmp_path: Path, failure: str, expected: str) -> None:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(WARN_ON_BIND)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
+    }
+    argv = ["--app-id", "a", "--data-dir", str(tmp_path), "--log-as-json", "--no-admin"]
+    argv += ["--dapr-grpc-port", "0"]
+    with busy_port() as port:
+        if failure == "busy port":
+            argv += ["--dapr-http-port", str(port)]
+        else:
+            argv += ["--dapr-http-port", "0"]
+        if failure == "missing config":
+            argv += ["--config", "nowhere.yaml"]
+        if failure == "app not found":
+            argv += ["--", "meshwire-no-such-app"]
+        result = run(*argv, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # fails on the first line that is not JSON
+    fatal = [r for r in records if r["level"] == "fatal"]
+    assert len(fatal) == 1, records
+    assert expected in fatal[0]["msg"]
+    assert fatal[0]["app_id"] == "a"
+    if failure != "missing config":  # refused before anything binds: no warning to see
+        warned = [r for r in records if r["scope"] == "py.warnings"]
+        assert warned, records
+        assert "a socket is being bound" in warned[0]["msg"]
