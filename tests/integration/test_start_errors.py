@@ -28,12 +28,10 @@ def busy_port() -> Iterator[int]:
         yield int(held.getsockname()[1])
 
 
-def run(
-    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         meshwire_cmd("run", *args),
-        cwd=cwd,
+        cwd=ROOT,  # `python -m proxy` is this checkout's
         env=env,
         capture_output=True,
         text=True,
@@ -63,7 +61,7 @@ def test_a_busy_config_listener_names_its_address_and_config_path(tmp_path: Path
     config = tmp_path / "edge.yaml"
     with busy_port() as port:
         listener_config(config, f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
-        result = run("-c", "edge.yaml", cwd=tmp_path)
+        result = run("-c", str(config))
     assert_one_line(result, f"127.0.0.1:{port}", "edge.yaml: $.listeners[0].address", "in use")
 
 
@@ -71,7 +69,7 @@ def test_a_busy_config_admin_port_names_its_address_and_config_path(tmp_path: Pa
     config = tmp_path / "edge.yaml"
     with busy_port() as port:
         listener_config(config, f"127.0.0.1:{free_port()}", f"127.0.0.1:{port}")
-        result = run("-c", "edge.yaml", cwd=tmp_path)
+        result = run("-c", str(config))
     assert_one_line(result, f"127.0.0.1:{port}", "edge.yaml: $.admin.address", "in use")
 
 
@@ -127,8 +125,8 @@ def test_a_file_start_up_cannot_open_is_one_line(tmp_path: Path) -> None:
         ],
     ],
 )
-def test_a_missing_config_file_is_one_line(tmp_path: Path, argv: list[str]) -> None:
-    result = run(*argv, cwd=tmp_path)  # refused before anything is built: no data dir written
+def test_a_missing_config_file_is_one_line(argv: list[str]) -> None:
+    result = run(*argv)  # refused before anything is built: no data dir is written
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["nowhere.yaml: no such file"]
 
@@ -171,7 +169,7 @@ def test_with_log_as_json_every_line_is_json(tmp_path: Path, failure: str, expec
             argv += ["--config", "nowhere.yaml"]
         if failure == "app not found":
             argv += ["--", "meshwire-no-such-app"]
-        result = run(*argv, cwd=tmp_path, env=env)
+        result = run(*argv, env=env)
     assert result.returncode == 2, result.stderr
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     records = [json.loads(line) for line in lines]  # fails on the first line that is not JSON
