@@ -20,6 +20,7 @@ from config.walk import child
 from exporters import process_log
 from filters.backends import ComponentInitError
 from proxy import app as app_module
+from proxy.reasons import os_reason
 from proxy.server import BindError, Bound, serve
 from proxy.sidecar.ca_command import add_ca_command, run_ca_command
 from proxy.sidecar.child import AppStartError, app_environment, run_app
@@ -64,15 +65,13 @@ def _check_readable(path: str) -> None:
     except IsADirectoryError:
         raise UnreadableFile(path, "a directory, not a file") from None
     except OSError as exc:
-        raise UnreadableFile(path, _os_reason(exc).removeprefix(f"{path}: ")) from None
+        raise UnreadableFile(path, os_reason(exc)) from None
 
 
-def _os_reason(exc: BaseException) -> str:
+def _start_reason(exc: BaseException) -> str:
     if not isinstance(exc, OSError):
         return str(exc)
-    reason = exc.strerror or str(exc)
-    reason = reason[:1].lower() + reason[1:]
-    return f"{exc.filename}: {reason}" if exc.filename else reason
+    return f"{exc.filename}: {os_reason(exc)}" if exc.filename else os_reason(exc)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -297,7 +296,7 @@ async def _run(
         try:
             bound = await nursery.start(run_server)
         except* OSError as group:  # a file or directory start-up needed (an access log, …)
-            raise StartError([_os_reason(exc) for exc in _leaves(group)]) from group
+            raise StartError([_start_reason(exc) for exc in _leaves(group)]) from group
         for name, (host, port) in bound.addresses.items():
             log.info("listening: %s on %s:%d", name, host, port)
         if command and args is not None:

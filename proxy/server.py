@@ -19,6 +19,7 @@ from proxy.downstream.context import ConnectionContext, OnComplete
 from proxy.downstream.hangup import HangupSweeper
 from proxy.downstream.negotiate import serve_connection
 from proxy.observe import Completion
+from proxy.reasons import os_reason
 from proxy.stats import ListenerStats
 
 log = logging.getLogger("meshwire.server")
@@ -252,8 +253,7 @@ async def _bind(name: str, address: str, host: str, port: int) -> list[trio.Sock
     try:
         return await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise BindError(name, address, reason[:1].lower() + reason[1:]) from exc
+        raise BindError(name, address, os_reason(exc)) from exc
 
 
 def _sockname(listener: trio.SocketListener) -> tuple[str, int]:

@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 
 import trio
 
+from proxy.reasons import os_reason
+
 log = logging.getLogger("meshwire.sidecar")
 
 STOP_GRACE = 5.0  # seconds the app gets between SIGTERM and SIGKILL
@@ -33,8 +35,7 @@ def _start_reason(command: str, exc: OSError) -> str:
         return "no such file" if os.sep in command else "command not found"
     if isinstance(exc, PermissionError):
         return "permission denied (is it an executable file?)"
-    reason = exc.strerror or str(exc)
-    return reason[:1].lower() + reason[1:]
+    return os_reason(exc)
 
 
 def app_environment(
@@ -78,7 +79,7 @@ async def run_app(
         code = await process.wait()
         stopped = shutdown.is_set()  # by us, draining: not the app's own ending
         if code < 0:
-            log.info("the app was killed by %s", signal.Signals(-code).name)
+            log.info("the app was killed by signal %d", -code)
         else:
             log.info("the app exited with %d", code)
         shutdown.set()
