@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import trio
 
-from tests.integration.test_process import meshwire_cmd
+from tests.integration.test_process import free_port, meshwire_cmd
+from tests.integration.test_sidecar_process import sidecar_process
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 60
@@ -64,3 +67,14 @@ def test_an_app_file_that_is_not_executable_is_one_line(tmp_path: Path) -> None:
     assert str(app) in lines[0]
     assert "permission denied" in lines[0]
     assert "never" not in result.stdout
+
+
+async def test_meshwire_stopped_by_sigterm_stops_the_app_and_exits_0(tmp_path: Path) -> None:
+    """The app then dies of the SIGTERM meshwire sends it: that is meshwire's doing, not a
+    failure to report as 143."""
+    app = [sys.executable, "-c", "import time; time.sleep(3600)"]
+    async with sidecar_process("batch", tmp_path, free_port(), "--", *app) as proc:
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(DEADLINE):
+            await proc.wait()
+    assert proc.returncode == 0
