@@ -148,6 +148,7 @@ sys.addaudithook(_warn)
         ("busy port", "--dapr-http-port: cannot listen on"),
         ("missing config", "nowhere.yaml: no such file"),
         ("app not found", "cannot start the app 'meshwire-no-such-app'"),
+        ("bad component", "state store cache (state.nope): unknown state store type"),
     ],
 )
 def test_with_log_as_json_every_line_is_json(tmp_path: Path, failure: str, expected: str) -> None:
@@ -167,6 +168,14 @@ def test_with_log_as_json_every_line_is_json(tmp_path: Path, failure: str, expec
             argv += ["--dapr-http-port", "0"]
         if failure == "missing config":
             argv += ["--config", "nowhere.yaml"]
+        if failure == "bad component":
+            resources = tmp_path / "resources"
+            resources.mkdir()
+            (resources / "cache.yaml").write_text(
+                "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: cache}\n"
+                "spec: {type: state.nope, version: v1}\n"
+            )
+            argv += ["--resources-path", str(resources)]
         if failure == "app not found":
             argv += ["--", "meshwire-no-such-app"]
         result = run(*argv, env=env)
