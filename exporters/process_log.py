@@ -54,7 +54,8 @@ class JsonFormatter(logging.Formatter):
 def configure(
     level: str, as_json: bool, app_id: str | None = None, stream: TextIO | None = None
 ) -> None:
-    """Route every logger to one stderr handler; `level` is debug|info|warn|warning|error."""
+    """Route every logger, and Python warnings, to one stderr handler; `level` is
+    debug|info|warn|warning|error."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter(app_id) if as_json else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
@@ -62,3 +63,6 @@ def configure(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel("WARNING" if level.lower() == "warn" else level.upper())
+    # A library's warnings.warn becomes a record (logger py.warnings) in the same format, so
+    # with --log-as-json nothing on stderr is plain text.
+    logging.captureWarnings(True)

@@ -15,13 +15,16 @@ import yaml
 from config import schema
 from config.dapr.configuration import DaprConfigError, load_tracing, with_dapr_tracing
 from config.loader import ConfigError, Problem, check_references, format_problems, load_file
+from config.walk import child
 from exporters import process_log
 from filters.backends import ComponentInitError
 from proxy import app as app_module
-from proxy.server import Bound, serve
+from proxy.reasons import os_reason
+from proxy.server import BindError, Bound, serve
 from proxy.sidecar.ca_command import add_ca_command, run_ca_command
-from proxy.sidecar.child import app_environment, run_app
+from proxy.sidecar.child import AppStartError, app_environment, run_app
 from proxy.sidecar.options import (
+    LISTENER_FLAGS,
     add_dapr_arguments,
     check_resources,
     sidecar_config,
@@ -36,6 +39,40 @@ SIDECAR_SWITCH_INTERVAL = 0.0005  # seconds; see where it is set
 log = logging.getLogger("meshwire")
 
 
+class StartError(Exception):
+    """Start-up could not open something it needs (a file, a directory): one line each."""
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        self.reasons = list(reasons)
+        super().__init__("; ".join(self.reasons))
+
+
+class UnreadableFile(Exception):
+    """A file named on the command line cannot be read: one line, `PATH: reason`."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {reason}")
+
+
+def _check_readable(path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise UnreadableFile(path, "no such file") from None
+    except IsADirectoryError:
+        raise UnreadableFile(path, "a directory, not a file") from None
+    except OSError as exc:
+        raise UnreadableFile(path, os_reason(exc)) from None
+
+
+def _start_reason(exc: BaseException) -> str:
+    if not isinstance(exc, OSError):
+        return str(exc)
+    return f"{exc.filename}: {os_reason(exc)}" if exc.filename else os_reason(exc)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meshwire",
@@ -47,7 +84,15 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run the proxy",
-        description="Run from a YAML config (-c), or in quick mode from --listen and --upstream.",
+        usage="%(prog)s -c FILE [options]\n"
+        "       %(prog)s --listen HOST:PORT --upstream URL [options]\n"
+        "       %(prog)s --app-id ID [options] [-- CMD ARGS...]",
+        description="Run from a YAML config (-c), or in quick mode from --listen and --upstream,"
+        " or as the Dapr sidecar of an app (--app-id).",
+        epilog="-- CMD ARGS...: with --app-id, start the app as a child process with Dapr's"
+        " environment (APP_ID, APP_PORT, DAPR_HTTP_PORT, DAPR_GRPC_PORT, DAPR_METRICS_PORT)."
+        " When the app exits, meshwire drains and exits with the app's exit code (128+N if"
+        " signal N killed it); when meshwire is stopped, it stops the app first.",
     )
     run.add_argument("-c", "--config", metavar="FILE", help="meshwire YAML config")
     run.add_argument("--listen", metavar="HOST:PORT", help="quick mode: listener address")
@@ -147,6 +192,11 @@ def dump_config(config: schema.Config) -> str:
 
 
 def load_run_config(args: argparse.Namespace) -> schema.Config:
+    """The config `meshwire run ARGS` stands for; ConfigError lists every problem, and a file
+    named on the command line that cannot be read is an UnreadableFile."""
+    for path in (args.config, args.dapr_config):
+        if path:
+            _check_readable(path)
     if args.app_id:
         if args.listen or args.upstream:
             raise ConfigError([Problem("argv", "--app-id runs a sidecar: no --listen/--upstream")])
@@ -179,6 +229,21 @@ def load_run_config(args: argparse.Namespace) -> schema.Config:
     return config
 
 
+def listener_origins(args: argparse.Namespace, config: schema.Config) -> dict[str, str]:
+    """Where each listener's address was set (listener name → a flag, or a path in the config
+    file), and the admin port's under "admin": what a start-up error names besides the address."""
+    if args.app_id:
+        return dict(LISTENER_FLAGS)
+    if args.config:
+        origins = {
+            listener.name: f"{args.config}: {child(child('$.listeners', i), 'address')}"
+            for i, listener in enumerate(config.listeners)
+        }
+        origins["admin"] = "--admin" if args.admin else f"{args.config}: $.admin.address"
+        return origins
+    return {"ingress": "--listen", "admin": "--admin"}
+
+
 def _with_dapr_configuration(config: schema.Config, path: str) -> schema.Config:
     try:
         tracing = load_tracing(path, config.telemetry.service_name)
@@ -200,8 +265,11 @@ def _replace(config: schema.Config, **changes: object) -> schema.Config:
 
 async def _run(
     app: app_module.App, command: Sequence[str] = (), args: argparse.Namespace | None = None
-) -> None:
+) -> int:
+    """Serve until a signal, or until the app started by `-- CMD` ends; the exit code: the
+    app's when it ended on its own, else 0."""
     shutdown = trio.Event()
+    exit_code = 0
     async with trio.open_nursery() as nursery:
 
         async def watch_signals() -> None:
@@ -221,7 +289,10 @@ async def _run(
             nursery.cancel_scope.cancel()  # drained: stop watching for signals too
 
         nursery.start_soon(watch_signals)
-        bound = await nursery.start(run_server)
+        try:
+            bound = await nursery.start(run_server)
+        except* OSError as group:  # a file or directory start-up needed (an access log, …)
+            raise StartError([_start_reason(exc) for exc in _leaves(group)]) from group
         for name, (host, port) in bound.addresses.items():
             log.info("listening: %s on %s:%d", name, host, port)
         if command and args is not None:
@@ -233,8 +304,16 @@ async def _run(
                 args.app_port,
                 addresses["admin"][1] if "admin" in addresses else None,
             )
-            nursery.start_soon(run_app, command, env, shutdown)
+
+            async def run_child() -> None:
+                nonlocal exit_code
+                status = await run_app(command, env, shutdown)
+                if status is not None:
+                    exit_code = status
+
+            nursery.start_soon(run_child)
     log.info("stopped")
+    return exit_code
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -249,49 +328,76 @@ def main(argv: Sequence[str] | None = None) -> int:
         cut = argv.index("--")
         argv, command = argv[:cut], argv[cut + 1 :]
     args = _parser().parse_args(argv)
-    if command and not (args.command == "run" and args.app_id):
-        print("meshwire: `-- CMD` starts an app, which needs --app-id", file=sys.stderr)
+    if args.command == "run":
+        process_log.configure(args.log_level, args.log_as_json, args.app_id)
+        try:
+            return _run_command(args, command)
+        except Exception:
+            if not args.log_as_json:
+                raise
+            log.critical("meshwire crashed", exc_info=True)  # even a traceback is one JSON line
+            return 1
+    if command:
+        print("meshwire: `-- CMD` starts an app, which needs `run --app-id`", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "validate":
         return _validate(args.files)
-    if args.command == "ca":
-        return run_ca_command(args)
-    process_log.configure(args.log_level, args.log_as_json)
+    return run_ca_command(args)
+
+
+def _fail(args: argparse.Namespace, lines: Sequence[str]) -> int:
+    """Why `run` cannot start, one line each: plain on stderr, or with --log-as-json one fatal
+    record each, like every other line the process writes."""
+    for line in lines:
+        if args.log_as_json:
+            log.critical("%s", line)
+        else:
+            print(line, file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _run_command(args: argparse.Namespace, command: Sequence[str]) -> int:
+    if command and not args.app_id:
+        return _fail(args, ["meshwire: `-- CMD` starts an app, which needs --app-id"])
     source = args.config or "command line"
     try:
         config = load_run_config(args)
     except ConfigError as err:
-        print(format_problems(err.problems, source), file=sys.stderr)
-        return EXIT_CONFIG
+        return _fail(args, format_problems(err.problems, source).splitlines())
+    except UnreadableFile as err:
+        return _fail(args, [str(err)])
     if args.dump_config:
         sys.stdout.write(dump_config(config))
         return 0
     try:
         application = app_module.build(config)
     except (OSError, ValueError, CaError) as exc:
-        print(f"{source}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _fail(args, [f"{source}: {exc}"])
+    origins = listener_origins(args, config)
     try:
         if config.sidecar is not None:
             # Broker clients run on their own threads (paho, asyncio, worker threads); with the
             # default 5 ms switch interval each hand-off to them waits for the busy trio thread
             # to drop the GIL, which showed as tens of ms at the p99 of pub/sub deliveries.
             sys.setswitchinterval(SIDECAR_SWITCH_INTERVAL)
-        trio.run(_run, application, command, args)
-    except OSError as exc:
-        print(f"meshwire: {exc}", file=sys.stderr)
-        return 1
+        return trio.run(_run, application, command, args)
     except BaseExceptionGroup as group:
-        # A component that cannot start (a state store, a broker) ends start-up with its reason.
-        failed, rest = group.split(ComponentInitError)
+        # What cannot start (a port, a state store, a broker) ends start-up with its reason.
+        failed, rest = group.split((BindError, ComponentInitError, StartError, AppStartError))
         if failed is None or rest is not None:
             raise
-        for reason in _leaves(failed):
-            print(f"meshwire: {reason}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _fail(args, [line for exc in _leaves(failed) for line in _explain(exc, origins)])
     except KeyboardInterrupt:
         return 130
-    return 0
+
+
+def _explain(failure: BaseException, origins: dict[str, str]) -> list[str]:
+    """The lines (one per reason) a start-up failure is shown as."""
+    if isinstance(failure, BindError):
+        return [f"{origins.get(failure.name, f'listener {failure.name}')}: {failure}"]
+    if isinstance(failure, StartError):
+        return [f"meshwire: cannot start: {reason}" for reason in failure.reasons]
+    return [f"meshwire: {failure}"]
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -19,12 +19,24 @@ from proxy.downstream.context import ConnectionContext, OnComplete
 from proxy.downstream.hangup import HangupSweeper
 from proxy.downstream.negotiate import serve_connection
 from proxy.observe import Completion
+from proxy.reasons import os_reason
 from proxy.stats import ListenerStats
 
 log = logging.getLogger("meshwire.server")
 
 # Accept errors that mean "out of file descriptors or memory for now": back off, keep listening.
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+class BindError(Exception):
+    """A listener (or the admin port) could not bind its address: in use, not ours, no such
+    host. `name` is the listener's (or "admin"); the caller knows where the address came from."""
+
+    def __init__(self, name: str, address: str, reason: str) -> None:
+        self.name = name
+        self.address = address
+        self.reason = reason
+        super().__init__(f"cannot listen on {address}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -177,14 +189,16 @@ async def serve(
     plan: list[tuple[_Listener, list[trio.SocketListener]]] = []
     try:
         for spec in app.listeners:
-            sockets = await trio.open_tcp_listeners(spec.port, host=spec.host)
+            sockets = await _bind(spec.config.name, spec.config.address, spec.host, spec.port)
             listener = _listener_for(spec, draining, access_logs, app.telemetry.instruments)
             plan.append((listener, sockets))
             bound[spec.config.name] = _sockname(sockets[0])
         if app.admin is not None:
             admin = AdminHandler(app, shutdown, draining)
             admin_stats = ListenerStats(app.stats, "admin")
-            sockets = await trio.open_tcp_listeners(app.admin[1], host=app.admin[0])
+            host, port = app.admin
+            address = app.config.admin.address if app.config.admin else f"{host}:{port}"
+            sockets = await _bind("admin", address, host, port)
             admin_listener = _Listener(
                 "admin",
                 admin,
@@ -233,6 +247,13 @@ async def serve(
             access.close()
         if app.owns_telemetry:
             await app.telemetry.aclose()  # flush what is queued; bounded, never raises
+
+
+async def _bind(name: str, address: str, host: str, port: int) -> list[trio.SocketListener]:
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise BindError(name, address, os_reason(exc)) from exc
 
 
 def _sockname(listener: trio.SocketListener) -> tuple[str, int]:

@@ -29,6 +29,13 @@ from config.sidecar import (
 DAPR_HTTP_PORT = 3500
 DAPR_GRPC_PORT = 50001
 INTERNAL_LISTENER = "dapr-internal"
+# The flag that sets each generated listener's port ("admin": the admin port), for messages.
+LISTENER_FLAGS = {
+    "dapr-http": "--dapr-http-port",
+    "dapr-grpc": "--dapr-grpc-port",
+    INTERNAL_LISTENER: "--dapr-internal-grpc-port",
+    "admin": "--metrics-port",
+}
 
 log = logging.getLogger("meshwire")
 
