@@ -1,4 +1,4 @@
-"""`meshwire ca init [DIR]` creates (or shows) the embedded CA; `meshwire ca serve` signs with it."""
+"""`meshwire ca init [DIR]` creates (or shows) the embedded CA; `ca serve` signs with it."""
 
 from __future__ import annotations
 
