@@ -13,7 +13,9 @@ import trio
 import yaml
 
 from config import schema
+from config.dapr.app_configuration import read_configuration
 from config.dapr.configuration import DaprConfigError, load_tracing, with_dapr_tracing
+from config.dapr.errors import DaprResourceError
 from config.loader import ConfigError, Problem, check_references, format_problems, load_file
 from config.walk import child
 from exporters import process_log
@@ -27,6 +29,7 @@ from proxy.sidecar.options import (
     LISTENER_FLAGS,
     add_dapr_arguments,
     check_resources,
+    log_warnings,
     sidecar_config,
     with_sidecar_settings,
 )
@@ -245,6 +248,11 @@ def listener_origins(args: argparse.Namespace, config: schema.Config) -> dict[st
 
 
 def _with_dapr_configuration(config: schema.Config, path: str) -> schema.Config:
+    try:
+        _, warnings = read_configuration(path)
+    except DaprResourceError as err:  # load_tracing reports the problems that matter here
+        warnings = err.warnings
+    log_warnings(warnings)  # unknown fields: ignored, as daprd does, but never silently
     try:
         tracing = load_tracing(path, config.telemetry.service_name)
     except DaprConfigError as err:

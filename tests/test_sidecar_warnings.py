@@ -92,3 +92,16 @@ def test_the_process_logs_the_warning_and_starts(tmp_path: Path) -> None:
     warnings = [line for line in result.stderr.splitlines() if "unknown field" in line]
     assert len(warnings) == 2, result.stderr
     assert warnings[0].endswith(f"WARNING meshwire: {config}: {ZIPKN}")
+
+
+def test_envoy_mode_logs_the_dapr_configuration_s_unknown_fields(tmp_path: Path) -> None:
+    config, _ = files(tmp_path)
+    argv = ["run", "--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:1"]
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", *argv, "--dapr-config", str(config), "--dump-config"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "unknown field" in line]
+    assert len(warnings) == 1, result.stderr
+    assert warnings[0].endswith(f"WARNING meshwire: {config}: {ZIPKN}")
