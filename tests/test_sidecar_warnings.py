@@ -12,7 +12,8 @@ import pytest
 from config.dapr.app_configuration import load_configuration
 from config.dapr.resources import load_resources
 from config.loader import ConfigError
-from proxy.cli import load_run_config, parse_args
+from proxy.cli import parse_args
+from proxy.run_config import load_run_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

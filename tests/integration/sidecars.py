@@ -8,7 +8,8 @@ from pathlib import Path
 
 from config import schema
 from config.loader import check_references
-from proxy.cli import load_run_config, parse_args
+from proxy.cli import parse_args
+from proxy.run_config import load_run_config
 from tests.integration.harness import Running, meshwire
 
 
