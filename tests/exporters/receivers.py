@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import grpc
 import jsonschema
+import pytest
 import trio
 import yaml
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as ms
@@ -24,12 +26,36 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as ts_
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-ZIPKIN_SPEC = Path("/work/shared/specs/zipkin/zipkin2-api.yaml")
+ROOT = Path(__file__).resolve().parents[2]
+SPEC_IN_SHARED = Path("specs") / "zipkin" / "zipkin2-api.yaml"
 
 
-def zipkin_validator() -> jsonschema.Draft4Validator:
-    """The spec's `definitions` as a draft-4 JSON Schema for a ListOfSpans body."""
-    spec = yaml.safe_load(ZIPKIN_SPEC.read_text())
+def zipkin_spec() -> Path | None:
+    """The official Zipkin v2 API spec (not part of this repository): $MESHWIRE_ZIPKIN_SPEC, else
+    the project's shared/ folder beside the checkout, where development machines and CI have it."""
+    candidates = [ROOT.parent / "shared" / SPEC_IN_SHARED, Path("/work/shared") / SPEC_IN_SHARED]
+    if os.environ.get("MESHWIRE_ZIPKIN_SPEC"):
+        candidates = [Path(os.environ["MESHWIRE_ZIPKIN_SPEC"])]
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def require_zipkin_spec() -> None:
+    """Skip a test that needs the spec where it is missing; under CI=true, fail instead."""
+    if zipkin_spec() is not None:
+        return
+    reason = "the official Zipkin spec is not beside this checkout (../shared/specs/zipkin/)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(f"{reason}; received spans are decoded but not checked against it")
+
+
+def zipkin_validator() -> jsonschema.Draft4Validator | None:
+    """The spec's `definitions` as a draft-4 JSON Schema for a ListOfSpans body; None where the
+    spec is not at hand (test_zipkin reports that as a skip, and as a failure under CI=true)."""
+    path = zipkin_spec()
+    if path is None:
+        return None
+    spec = yaml.safe_load(path.read_text())
     schema = {
         "$schema": "http://json-schema.org/draft-04/schema#",
         "definitions": spec["definitions"],
@@ -77,7 +103,7 @@ class Received:
         return found
 
 
-def _handler(received: Received, validator: jsonschema.Draft4Validator) -> type:
+def _handler(received: Received, validator: jsonschema.Draft4Validator | None) -> type:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -116,7 +142,7 @@ def _handler(received: Received, validator: jsonschema.Draft4Validator) -> type:
             else:
                 problems = [
                     f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
-                    for e in validator.iter_errors(spans)
+                    for e in (validator.iter_errors(spans) if validator else ())
                 ]
             with received.lock:
                 if problems:

@@ -11,7 +11,21 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from config import schema
 from exporters.telemetry import Telemetry
 from proxy.stats import Stats
-from tests.exporters.receivers import http_receiver, wait_until
+from tests.exporters.receivers import (
+    http_receiver,
+    require_zipkin_spec,
+    wait_until,
+    zipkin_validator,
+)
+
+
+def test_the_official_zipkin_spec_is_at_hand_and_rejects_a_bad_span() -> None:
+    """Every span the Zipkin stand-in receives is checked against the official v2 API spec."""
+    require_zipkin_spec()
+    validator = zipkin_validator()
+    assert validator is not None
+    bad = [{"traceId": "not-hex", "id": "00f067aa0ba902b7", "kind": "SIDEWAYS"}]
+    assert len(list(validator.iter_errors(bad))) >= 2
 
 
 def zipkin_config(port: int) -> schema.Telemetry:
@@ -95,6 +109,7 @@ async def test_aclose_flushes_spans_ended_just_before() -> None:
 def test_receiver_rejects_what_the_plain_sdk_encoder_sends() -> None:
     """The stand-in really validates: the SDK's own encoder writes `"kind": null` for INTERNAL
     spans, which the spec rejects (and which exporters/zipkin.py corrects)."""
+    require_zipkin_spec()
     from opentelemetry.exporter.zipkin.json import ZipkinExporter
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
