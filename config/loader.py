@@ -47,8 +47,8 @@ class ConfigError(Exception):
 
 
 def format_problems(problems: Sequence[Problem], source: str) -> str:
-    """One line per problem: "<source>: $.path: message"."""
-    return "\n".join(f"{source}: {p.path}: {p.message}" for p in problems)
+    """One line per problem: "<source>: $.path: message" (the problem's own file, if it has one)."""
+    return "\n".join(f"{p.source or source}: {p.path}: {p.message}" for p in problems)
 
 
 def load_file(path: str | os.PathLike[str]) -> Config:

@@ -16,10 +16,12 @@ from config.schema import Duration
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a configuration, at a JSONPath-like location."""
+    """One thing wrong with a configuration, at a JSONPath-like location; `source` names the
+    file when it is not the one being reported on (a Dapr resource a sidecar run loads)."""
 
     path: str
     message: str
+    source: str | None = None
 
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

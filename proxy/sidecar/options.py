@@ -191,9 +191,7 @@ def with_sidecar_settings(config: schema.Config, dapr_config: str) -> schema.Con
         )
     except DaprResourceError as err:
         log_warnings(err.warnings)
-        raise ConfigError(
-            [Problem(p.path, f"{p.source}: {p.message}") for p in err.problems]
-        ) from err
+        raise ConfigError([Problem(p.path, p.message, p.source) for p in err.problems]) from err
     log_warnings(warnings)
     tracing = dapr.tracing
     if tracing is not None and tracing.telemetry != schema.Telemetry(service_name=sidecar.app_id):
@@ -234,7 +232,5 @@ def check_resources(config: schema.Config) -> None:
         )
     except DaprResourceError as err:
         log_warnings(err.warnings)
-        raise ConfigError(
-            [Problem(p.path, f"{p.source}: {p.message}") for p in err.problems]
-        ) from err
+        raise ConfigError([Problem(p.path, p.message, p.source) for p in err.problems]) from err
     log_warnings(resources.warnings)

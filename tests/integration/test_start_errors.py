@@ -131,6 +131,22 @@ def test_a_missing_config_file_is_one_line(argv: list[str]) -> None:
     assert result.stderr.splitlines() == ["nowhere.yaml: no such file"]
 
 
+def test_a_sidecar_resource_problem_names_its_file_once(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: c}\n"
+        "spec: {mtls: {workloadCertTTL: soon}}\n"
+    )
+    data = str(tmp_path / "data")
+    result = run("--app-id", "a", "--data-dir", data, "--config", str(config), "--dump-config")
+    assert_one_line(result, f"{config}: $.spec.mtls.workloadCertTTL: expected a Go duration")
+    assert result.stderr.count(str(config)) == 1
+    nowhere = tmp_path / "nowhere"
+    result = run("--app-id", "a", "--data-dir", data, "--resources-path", str(nowhere))
+    assert_one_line(result)
+    assert result.stderr == f"{nowhere}: $: no such file or directory\n"
+
+
 # Loaded at interpreter start-up (sitecustomize): every bind raises a Python warning, as a
 # library deprecating something would, from inside the running process.
 WARN_ON_BIND = """
