@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 from typing import TYPE_CHECKING
 
 import h11
@@ -29,6 +30,7 @@ _IO_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 # Set by us (framing, Host) or meaningless on a new hop.
 _REQUEST_DROP = frozenset((b"content-length", b"transfer-encoding", b"host"))
 _CHUNKED = (b"transfer-encoding", b"chunked")
+_CLEAN = (b"", False)  # h11's trailing_data when nothing follows the response
 
 
 def request_headers(request: Request, out: Outgoing, default_host: bytes) -> Headers:
@@ -90,6 +92,8 @@ class H1Connection:
 
     __slots__ = (
         "_got_bytes",
+        "_poll",
+        "_tls",
         "_upload",
         "closed",
         "h11",
@@ -110,6 +114,23 @@ class H1Connection:
         self.closed = False
         self._upload: _Upload | None = None
         self._got_bytes = False
+        self._tls = stream if isinstance(stream, trio.SSLStream) else None
+        self._poll = _idle_poll(stream)
+
+    def quiet(self) -> bool:
+        """True when nothing arrived while the connection sat in the pool: no byte, no EOF.
+
+        Whatever an upstream sends between responses answers no request; a client must not
+        forward it as the next response (RFC 9112 §6.3, last paragraph), so such a connection
+        is closed instead of reused. One zero-timeout poll(2), only when taken from the pool.
+        """
+        tls = self._tls
+        # Bytes already pulled off the socket: a decrypted record not yet read, or records
+        # still encrypted in trio's incoming buffer.
+        if tls is not None and (tls._incoming.pending or tls.pending()):
+            return False
+        poll = self._poll
+        return poll is None or not poll.poll(0)
 
     async def exchange(self, request: Request, out: Outgoing, nursery: trio.Nursery) -> Response:
         """Send `request` and read the response head; on failure the connection is discarded
@@ -269,6 +290,8 @@ class H1Connection:
             and (upload is None or upload.ok)
             and h.our_state is h11.DONE
             and h.their_state is h11.DONE
+            # Bytes (or EOF) after the end of the response belong to no request (RFC 9112 §6.3).
+            and h.trailing_data == _CLEAN
         ):
             h.start_next_cycle()
             self.host.end(False)
@@ -288,6 +311,17 @@ class H1Connection:
             self.closed = True
             self.pool.forget(self)
         await close_quietly(self.stream)
+
+
+def _idle_poll(stream: trio.abc.Stream) -> select.poll | None:
+    """A poll object on the connection's TCP socket, registered once for its lifetime."""
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    poll = select.poll()
+    poll.register(stream.socket.fileno(), select.POLLIN)
+    return poll
 
 
 class H1Body:

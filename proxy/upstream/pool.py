@@ -82,7 +82,7 @@ class H1Pool:
             now = trio.current_time()
             while idle:
                 conn = idle.pop()
-                if now - conn.idle_since < self._idle_timeout:
+                if now - conn.idle_since < self._idle_timeout and conn.quiet():
                     return conn
                 await conn.close()
         if self._closed:
@@ -104,8 +104,12 @@ class H1Pool:
                 self._count -= 1
                 self._pass_slot()
             raise
-        if waiter.conn is not None:
-            return waiter.conn
+        handed = waiter.conn
+        if handed is not None:
+            if handed.quiet():
+                return handed
+            await handed.close()  # its slot goes to the next waiter; queue again
+            return await self._acquire(fresh)
         if not waiter.slot:
             raise UpstreamConnectFailure("the cluster is shutting down")
         return await self._open()

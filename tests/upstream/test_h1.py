@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import ssl
+from pathlib import Path
+
 import pytest
 import trio
 import trio.testing
+import trustme
 
+from config.schema import UpstreamTls
 from proxy.http.errors import UpstreamProtocolError, UpstreamReset
 from proxy.http.model import BytesBody, EmptyBody
 from tests.upstream.helpers import (
@@ -172,6 +179,27 @@ async def test_100_continue_is_skipped() -> None:
 
 
 async def test_stale_keep_alive_connection_is_retried_transparently() -> None:
+    served: set[int] = set()
+
+    async def handler(ex: H1Exchange) -> None:
+        if ex.conn_id in served:
+            # The close crossed the request on the wire: the server hangs up without answering.
+            await ex.abort()
+            return
+        served.add(ex.conn_id)
+        await ex.respond(200, b"ok %d" % ex.conn_id)
+
+    async with h1_server(handler) as server, running(cluster(server.port)) as (manager, stats):
+        backend = upstream(manager)
+        assert await read_body(await backend.send(request())) == b"ok 1"
+        response = await backend.send(request(b"POST", body=b"replayable"))
+        assert await read_body(response) == b"ok 2"
+        assert server.connections == 2
+        assert counter(stats, "rq_rx_reset") == 0
+        assert counter(stats, "rq_retry") == 1
+
+
+async def test_idle_connection_closed_by_the_server_is_not_reused() -> None:
     async def handler(ex: H1Exchange) -> None:
         await ex.respond(200, b"ok %d" % ex.conn_id)
         ex.close_after = True  # the server drops the idle connection without saying so
@@ -180,11 +208,12 @@ async def test_stale_keep_alive_connection_is_retried_transparently() -> None:
         backend = upstream(manager)
         assert await read_body(await backend.send(request())) == b"ok 1"
         await server.wait_for(lambda: server.closed == 1)
+        # The EOF is seen when the connection leaves the pool: no request is sent on it.
         response = await backend.send(request(b"POST", body=b"replayable"))
         assert await read_body(response) == b"ok 2"
         assert server.connections == 2
-        assert counter(stats, "rq_rx_reset") == 0
-        assert counter(stats, "rq_retry") == 1
+        assert server.requests == 2
+        assert counter(stats, "rq_retry") == 0
 
 
 async def test_consumer_closing_the_body_early_discards_the_connection() -> None:
@@ -292,3 +321,73 @@ async def test_large_bodies_stream_both_ways_with_bounded_buffering() -> None:
         response = await upstream(manager).send(request())
         await read_body(response)
         assert server.connections == 1  # the full-duplex exchange left a reusable connection
+
+
+class Corked(trio.abc.Stream):
+    """A TCP stream whose writes can be held back and then leave together in one write."""
+
+    def __init__(self, tcp: trio.SocketStream) -> None:
+        self.tcp = tcp
+        self.held: bytearray | None = None
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.held is None:
+            await self.tcp.send_all(data)
+        else:
+            self.held += data
+
+    async def uncork(self) -> None:
+        held, self.held = self.held, None
+        await self.tcp.send_all(held or b"")
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.tcp.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.tcp.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.tcp.aclose()
+
+
+async def test_tls_records_after_the_response_are_never_a_later_response(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    ca_file = str(tmp_path / "ca.pem")
+    ca.cert_pem.write_to_path(ca_file)
+    opened: list[int] = []
+
+    async def serve(tcp: trio.SocketStream) -> None:
+        opened.append(1)
+        corked = Corked(tcp)
+        stream = trio.SSLStream(corked, server_ctx, server_side=True)
+        buf = b""
+        with contextlib.suppress(trio.BrokenResourceError):
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    if not (data := await stream.receive_some(65536)):
+                        return
+                    buf += data
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                corked.held = bytearray()
+                await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                if head.split(b" ")[1] == b"/extra":
+                    # A TLS record of its own, in the same TCP write: the client's TLS layer
+                    # holds it, still encrypted, after decrypting the response's record.
+                    await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nPOISONED")
+                await corked.uncork()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, host="127.0.0.1"), serve, 0
+        )
+        port = listeners[0].socket.getsockname()[1]
+        tls = UpstreamTls(ca_file=ca_file, sni="localhost")
+        async with running(cluster(port, tls=tls)) as (manager, _):
+            backend = upstream(manager)
+            assert await read_body(await backend.send(request(target=b"/extra"))) == b"ok"
+            for _ in range(3):
+                assert await read_body(await backend.send(request(target=b"/next"))) == b"ok"
+            assert len(opened) == 2
+        nursery.cancel_scope.cancel()
