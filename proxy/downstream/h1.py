@@ -183,14 +183,23 @@ class _H1Server:
             return False
         host = b""
         length: int | None = 0
+        framings = 0
         for name, value in headers:
             if name == b"host":
                 host = value
             elif name == b"content-length":
                 length = int(value)
+                framings |= 1
             elif name == b"transfer-encoding":
                 length = None
+                framings |= 2
         request.authority = host
+        if framings == 3:
+            # RFC 9112 §6.1: both framings may be read differently by the next hop (request
+            # smuggling); reject, and close since where this request ends is unknowable.
+            ctx.stats.cx_protocol_error.inc()
+            await self._send_error(BadRequest("both Content-Length and Transfer-Encoding"))
+            return False
         if length == 0:
             self.conn.next_event()  # the EndOfMessage of a bodiless request
         else:

@@ -189,6 +189,32 @@ async def test_malformed_request_gets_400_and_close(nursery: trio.Nursery) -> No
     assert rec.stats.cx_protocol_error.value == 1
 
 
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 6\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 6\r\n",
+    ],
+)
+async def test_content_length_with_transfer_encoding_gets_400_and_close(
+    nursery: trio.Nursery, framing: bytes
+) -> None:
+    # RFC 9112 §6.1: the two framings disagree on where the next request starts (here at "G",
+    # smuggling "GGET /second"); reject and close rather than pick one.
+    rec = Recorder(hello)
+    client = await start(nursery, rec)
+    await client.send_all(
+        b"POST /first HTTP/1.1\r\nHost: h\r\n" + framing + b"\r\n0\r\n\r\nG"
+        b"GET /second HTTP/1.1\r\nHost: h\r\n\r\n"
+    )
+    out = await read_to_eof(client)
+    assert out.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert out.count(b"HTTP/1.1 ") == 1
+    assert b"connection: close" in out
+    assert rec.requests == []
+    assert rec.stats.cx_protocol_error.value == 1
+
+
 async def test_oversized_head_gets_431(nursery: trio.Nursery) -> None:
     rec = Recorder(hello, max_header_bytes=1024)
     client = await start(nursery, rec)
