@@ -96,6 +96,7 @@ class H1Connection:
         "_tls",
         "_upload",
         "closed",
+        "doubtful",
         "h11",
         "host",
         "idle_since",
@@ -114,6 +115,7 @@ class H1Connection:
         self.closed = False
         self._upload: _Upload | None = None
         self._got_bytes = False
+        self.doubtful = False  # a response was framed two ways: never reuse
         self._tls = stream if isinstance(stream, trio.SSLStream) else None
         self._poll = _idle_poll(stream)
 
@@ -213,7 +215,13 @@ class H1Connection:
                 raise UpstreamProtocolError(f"unexpected {event!r} before the response")
         # Hop-by-hop fields, including those the response's own Connection header names, end here;
         # the Body carries the de-framed bytes.
-        headers = strip_hop_by_hop(list(event.headers))
+        received = list(event.headers)
+        headers = strip_hop_by_hop(received)
+        if headers is not received and _framed_twice(received):
+            # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and a proxy must not
+            # forward the Content-Length; nor reuse a connection whose framing is in doubt.
+            headers = [h for h in headers if h[0] != b"content-length"]
+            self.doubtful = True
         status = event.status_code
         # Whatever body bytes came with the head are parsed now; a body that is already complete
         # frees the connection before the consumer even starts reading.
@@ -290,6 +298,7 @@ class H1Connection:
             and (upload is None or upload.ok)
             and h.our_state is h11.DONE
             and h.their_state is h11.DONE
+            and not self.doubtful
             # Bytes (or EOF) after the end of the response belong to no request (RFC 9112 §6.3).
             and h.trailing_data == _CLEAN
         ):
@@ -311,6 +320,12 @@ class H1Connection:
             self.closed = True
             self.pool.forget(self)
         await close_quietly(self.stream)
+
+
+def _framed_twice(headers: Headers) -> bool:
+    """Whether a response carries both Content-Length and Transfer-Encoding."""
+    names = {h[0] for h in headers}
+    return b"content-length" in names and b"transfer-encoding" in names
 
 
 def _idle_poll(stream: trio.abc.Stream) -> select.poll | None:

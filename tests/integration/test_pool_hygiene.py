@@ -1,4 +1,4 @@
-"""Bytes no response owns on a pooled upstream HTTP/1.1 connection: it is closed, never reused."""
+"""Upstream HTTP/1.1 bytes no response owns, or framed two ways: never reach another client."""
 
 from __future__ import annotations
 
@@ -131,3 +131,20 @@ async def test_a_204_with_a_body_does_not_leak_the_body() -> None:
 async def test_a_head_response_with_a_body_does_not_leak_the_body() -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(SMUGGLED)
     await clients_after(b"/head", b"HEAD", b"", {b"/head": head + SMUGGLED})
+
+
+async def test_a_response_with_content_length_and_chunked_is_dechunked_and_not_pooled() -> None:
+    # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length; a proxy forwarding such a
+    # message must drop the Content-Length, and the connection cannot be trusted afterwards.
+    both = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+    upstream = Upstream({b"/both": both + b"5\r\nhello\r\n0\r\n\r\n"})
+    async with raw_backend(upstream.serve) as port, meshwire(one_route_config(0, port)) as mw:
+        a = await get(mw.port(), b"/both")
+        head, body = a.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n"), a
+        assert b"content-length" not in head.lower(), a
+        assert b"transfer-encoding: chunked" in head.lower(), a
+        assert body == b"5\r\nhello\r\n0\r\n\r\n"
+        assert body_of(await get(mw.port(), b"/user0")) == b"/user0"
+        await upstream.wait_for(lambda: upstream.closed >= 1)
+        assert upstream.opened == 2
