@@ -33,6 +33,11 @@ class Limits(_Frozen, frozen=True):
     max_resets_per_second: int = 200  # rapid reset (CVE-2023-44487)
     max_control_frames_per_second: int = 500  # PING / SETTINGS floods
     max_empty_frames: int = 100  # DATA frames with no payload and no END_STREAM
+    # HTTP/1.1 chunked request bodies: every chunk costs a parse and a trip through the chain,
+    # so a body may carry this many chunks beyond one per 64 bytes of its data (a flood of tiny
+    # chunks gets 400 and the connection closed). Clients send chunks of KBs and never come
+    # near it; 0 turns the check off (a client streaming many tiny messages).
+    h1_chunk_budget: int = 1024
 
 
 class TlsContext(_Frozen, frozen=True):

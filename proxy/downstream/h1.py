@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from functools import partial
 from typing import cast
 
@@ -37,6 +38,7 @@ from proxy.http.rescue import error_response
 MAX_RECV = 65536
 COALESCE_LIMIT = 65536  # known-length bodies up to this size leave with the head in one write
 DRAIN_LIMIT = 262144  # unread request body we swallow to keep the connection reusable
+CHUNK_COST = 64  # data bytes that pay for one chunk of a chunked request body
 
 _CLOSE = (b"connection", b"close")
 _CONTINUE = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
@@ -46,13 +48,16 @@ _EOM = h11.EndOfMessage()
 class H1Body:
     """A request body read straight off the connection, one h11 event per chunk."""
 
-    __slots__ = ("_server", "done", "length", "trailers")
+    __slots__ = ("_server", "credit", "done", "length", "trailers")
 
-    def __init__(self, server: _H1Server, length: int | None) -> None:
+    def __init__(self, server: _H1Server, length: int | None, budget: int) -> None:
         self._server = server
         self.length = length
         self.trailers: Headers | None = None
         self.done = False
+        # Bytes of data minus CHUNK_COST per chunk, from an allowance: below zero, the body is
+        # mostly chunk framing (limits.h1_chunk_budget).
+        self.credit = budget * CHUNK_COST if budget > 0 else sys.maxsize
 
     async def read(self) -> bytes:
         if self.done:
@@ -203,7 +208,7 @@ class _H1Server:
         if length == 0:
             self.conn.next_event()  # the EndOfMessage of a bodiless request
         else:
-            request.body = H1Body(self, length)
+            request.body = H1Body(self, length, ctx.limits.h1_chunk_budget)
         stats = ctx.stats
         stats.rq_total.inc()
         stats.rq_active.inc()
@@ -243,6 +248,11 @@ class _H1Server:
                     data = bytes(event.data)
                     if self.request is not None:
                         self.request.info.bytes_received += len(data)
+                    body.credit += len(data)
+                    if event.chunk_start:
+                        body.credit -= CHUNK_COST
+                        if body.credit < 0:
+                            raise BadRequest("too many chunks for the data (h1_chunk_budget)")
                     return data
                 if type(event) is h11.EndOfMessage:
                     body.done = True

@@ -215,6 +215,49 @@ async def test_content_length_with_transfer_encoding_gets_400_and_close(
     assert rec.stats.cx_protocol_error.value == 1
 
 
+CHUNKED_POST = (
+    b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+)
+
+
+async def test_a_flood_of_one_byte_chunks_gets_400_and_close(nursery: trio.Nursery) -> None:
+    rec = Recorder(echo)
+    client = await start(nursery, rec)
+    await client.send_all(CHUNKED_POST + b"1\r\nx\r\n" * 20_000 + b"0\r\n\r\n")
+    out = await read_to_eof(client)
+    assert out.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"too many chunks" in out
+    assert rec.completed[0][1] == 400
+
+
+async def test_a_chunk_budget_of_zero_turns_the_check_off(nursery: trio.Nursery) -> None:
+    rec = Recorder(echo, h1_chunk_budget=0)
+    client = await start(nursery, rec)
+    await client.send_all(CHUNKED_POST + b"1\r\nx\r\n" * 20_000 + b"0\r\n\r\n")
+    out = await read_to_eof(client)
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert out.endswith(b"\r\n\r\n" + b"x" * 20_000)
+
+
+async def test_a_chunked_upload_in_kib_chunks_passes_the_chunk_budget(
+    nursery: trio.Nursery,
+) -> None:
+    rec = Recorder(echo)
+    client = await start(nursery, rec)
+    sizes = [4096, 16384, 8192, 12288]
+    wire = bytearray(CHUNKED_POST)
+    total = 0
+    while total < 4 << 20:
+        size = sizes[len(wire) % len(sizes)]
+        wire += b"%x\r\n%s\r\n" % (size, b"y" * size)
+        total += size
+    await client.send_all(bytes(wire) + b"0\r\n\r\n")
+    out = await read_to_eof(client)
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"content-length: %d\r\n" % total in out
+    assert out.endswith(b"\r\n\r\n" + b"y" * total)
+
+
 async def test_oversized_head_gets_431(nursery: trio.Nursery) -> None:
     rec = Recorder(hello, max_header_bytes=1024)
     client = await start(nursery, rec)
