@@ -357,7 +357,8 @@ class _H1Server:
                 while left >= 0:
                     event = conn.next_event()
                     if type(event) is h11.Data:
-                        left -= len(event.data)
+                        # Each chunk costs like CHUNK_COST bytes: tiny chunks end the drain early.
+                        left -= len(event.data) + (CHUNK_COST if event.chunk_start else 0)
                     elif type(event) is h11.EndOfMessage:
                         return True
                     elif event is h11.NEED_DATA:

@@ -230,6 +230,17 @@ async def test_a_flood_of_one_byte_chunks_gets_400_and_close(nursery: trio.Nurse
     assert rec.completed[0][1] == 400
 
 
+async def test_an_unread_body_of_tiny_chunks_is_not_drained(nursery: trio.Nursery) -> None:
+    # Draining to reuse the connection costs a parse per chunk too: 1-byte chunks use up the
+    # drain allowance long before its bytes do, and the connection closes instead.
+    rec = Recorder(hello)
+    client = await start(nursery, rec)
+    post = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    await client.send_all(post + b"1\r\nx\r\n" * 20_000 + b"0\r\n\r\n" + GET)
+    assert await read_to_eof(client) == HI
+    assert len(rec.requests) == 1
+
+
 async def test_a_chunk_budget_of_zero_turns_the_check_off(nursery: trio.Nursery) -> None:
     rec = Recorder(echo, h1_chunk_budget=0)
     client = await start(nursery, rec)
