@@ -1,0 +1,148 @@
+"""Forwarding headers in bytes: Connection-nominated fields, x-forwarded-*, request id."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import msgspec
+import pytest
+import trio
+
+from config import schema
+from tests.integration.harness import meshwire, one_route_config, raw_backend
+
+DEADLINE = 20  # generous bound on waits; tests never assert elapsed time
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+class Recorder:
+    """A raw HTTP/1.1 upstream: keeps each request head exactly as its bytes arrived."""
+
+    def __init__(self) -> None:
+        self.heads: list[bytes] = []
+
+    async def serve(self, stream: trio.SocketStream) -> None:
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, data = data.partition(b"\r\n\r\n")
+            self.heads.append(head + b"\r\n\r\n")
+            await stream.send_all(OK)
+
+    def fields(self, name: bytes) -> list[bytes]:
+        """The values of every `name` line of the one request received, in order."""
+        assert len(self.heads) == 1, self.heads
+        lines = self.heads[0].split(b"\r\n")[1:]
+        return [line.partition(b":")[2].strip() for line in lines if _name(line) == name]
+
+
+def _name(line: bytes) -> bytes:
+    return line.partition(b":")[0].strip().lower()
+
+
+@asynccontextmanager
+async def proxy(
+    tmp_path: Path | None = None, **listener: object
+) -> AsyncIterator[tuple[int, Recorder]]:
+    """meshwire on loopback in front of a Recorder; `listener` overrides Listener fields."""
+    recorder = Recorder()
+    async with raw_backend(recorder.serve) as upstream:
+        log = str(tmp_path / "access.log") if tmp_path is not None else None
+        config = one_route_config(0, upstream, access_log=log)
+        lc = msgspec.structs.replace(config.listeners[0], **listener)
+        config = msgspec.structs.replace(config, listeners=[lc])
+        async with meshwire(config) as mw:
+            yield mw.port(), recorder
+
+
+async def exchange(port: int, head: bytes) -> bytes:
+    """Send one bodiless HTTP/1.1 request as raw bytes; the whole response as raw bytes."""
+    with trio.fail_after(DEADLINE):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(head)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = await stream.receive_some(65536)
+                assert chunk, data
+                data += chunk
+            top, _, rest = data.partition(b"\r\n\r\n")
+            lines = top.split(b"\r\n")[1:]
+            length = next(
+                int(line.split(b":")[1]) for line in lines if _name(line) == b"content-length"
+            )
+            while len(rest) < length:
+                chunk = await stream.receive_some(65536)
+                assert chunk, data
+                rest += chunk
+            return top + b"\r\n\r\n" + rest
+
+
+def request(*lines: str, host: bytes = b"test") -> bytes:
+    return (
+        b"GET /x HTTP/1.1\r\nhost: "
+        + host
+        + b"\r\n"
+        + "".join(f"{x}\r\n" for x in lines).encode()
+        + b"\r\n"
+    )
+
+
+def rejected(response: bytes) -> bool:
+    return response.startswith(b"HTTP/1.1 400 ") and b"x-meshwire-response-flags: DPE" in response
+
+
+def access_log_entry(tmp_path: Path) -> dict[str, object]:
+    """The one access-log line (read once the proxy has stopped, so it is written)."""
+    (line,) = (tmp_path / "access.log").read_text().splitlines()
+    entry: dict[str, object] = json.loads(line)
+    return entry
+
+
+# --- Connection-nominated fields (RFC 9110 §7.6.1) -------------------------------------------
+
+
+async def test_a_nominated_request_id_is_replaced_by_the_one_the_proxy_logs(tmp_path: Path) -> None:
+    async with proxy(tmp_path) as (port, upstream):
+        response = await exchange(port, request("connection: x-request-id", "x-request-id: mine"))
+    assert response.startswith(b"HTTP/1.1 200 ")
+    (rid,) = upstream.fields(b"x-request-id")
+    assert rid != b"mine"
+    assert len(rid) == 36
+    assert upstream.fields(b"connection") == []
+    assert access_log_entry(tmp_path)["request_id"] == rid.decode()
+
+
+@pytest.mark.parametrize(
+    "option", ["x-forwarded-for", "X-Forwarded-Proto", "keep-alive, x-forwarded-host", "host"]
+)
+async def test_forwarding_fields_and_host_cannot_be_nominated(option: str) -> None:
+    async with proxy() as (port, upstream):
+        response = await exchange(
+            port, request(f"connection: {option}", "x-forwarded-for: 1.2.3.4")
+        )
+    assert rejected(response), response
+    assert upstream.heads == []
+
+
+async def test_headers_added_by_filters_survive_a_nomination() -> None:
+    filters = [schema.HeadersFilter(request_add={"x-added": "by-proxy"}), schema.RouterFilter()]
+    async with proxy(filters=filters) as (port, upstream):
+        response = await exchange(port, request("connection: x-added, x-secret", "x-secret: 1"))
+    assert response.startswith(b"HTTP/1.1 200 ")
+    assert upstream.fields(b"x-added") == [b"by-proxy"]
+    assert upstream.fields(b"x-secret") == []
+
+
+async def test_a_nominated_te_still_forwards_te_trailers() -> None:
+    async with proxy() as (port, upstream):
+        response = await exchange(port, request("connection: te", "te: trailers"))
+    assert response.startswith(b"HTTP/1.1 200 ")
+    assert upstream.fields(b"te") == [b"trailers"]
