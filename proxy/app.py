@@ -82,6 +82,7 @@ def build_listener_chain(
         ConnectionManagerFilter(
             generate_request_id=listener.generate_request_id,
             use_remote_address=listener.use_remote_address,
+            xff_num_trusted_hops=listener.xff_num_trusted_hops,
         ),
     ]
     chain.extend(build_filter(f, ctx) for f in configured)

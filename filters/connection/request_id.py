@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from typing import NoReturn
 
@@ -26,13 +27,41 @@ _NOT_NOMINABLE = frozenset(
 )
 
 
-class ConnectionManagerFilter:
-    """As Envoy's HCM: ends hop-by-hop fields, then gives each request an id and records the
-    client in x-forwarded-for/-proto, so a client's Connection header cannot remove them."""
+def _nth_from_right(value: bytes, n: int) -> str | None:
+    """The nth (1-based) address from the right of an X-Forwarded-For list, if a valid IP."""
+    parts = value.rsplit(b",", n)
+    if len(parts) < n:
+        return None
+    try:
+        return str(ipaddress.ip_address(parts[-n].strip().decode("ascii")))
+    except (ValueError, UnicodeDecodeError):
+        return None
 
-    def __init__(self, *, generate_request_id: bool, use_remote_address: bool) -> None:
+
+class ConnectionManagerFilter:
+    """As Envoy's HCM: ends hop-by-hop fields, then sets the proxy's own headers.
+
+    `use_remote_address` true (an edge): the peer's address is appended to x-forwarded-for and
+    x-forwarded-proto is set from the downstream connection, overwriting the client's unless
+    `xff_num_trusted_hops` > 0 (then a trusted proxy's value is kept); the trusted client address
+    is the peer, or with N trusted hops the Nth address from the right of x-forwarded-for.
+    False (behind a trusted proxy, or a sidecar): both headers pass as received and the trusted
+    client address is the (N+1)th from the right of x-forwarded-for. Either way it falls back to
+    the peer when the list is shorter or that entry is no IP address.
+    """
+
+    def __init__(
+        self,
+        *,
+        generate_request_id: bool,
+        use_remote_address: bool,
+        xff_num_trusted_hops: int = 0,
+    ) -> None:
         self._generate = generate_request_id
         self._xff = use_remote_address
+        self._hops = xff_num_trusted_hops
+        # The entry of x-forwarded-for that holds the trusted client address (0: the peer).
+        self._client_at = xff_num_trusted_hops + (0 if use_remote_address else 1)
         self._random = random.Random()
 
     def _new_id(self) -> bytes:
@@ -47,34 +76,50 @@ class ConnectionManagerFilter:
         stripped = False
         while True:  # one pass; a second over what is left once hop-by-hop fields are gone
             rid: bytes | None = None
-            xff_at = -1
-            has_xfp = False
+            xff_at = xfp_at = -1
+            many = False  # repeated x-forwarded-for or x-forwarded-proto lines: merged below
             for i, (name, value) in enumerate(headers):
                 if name in _WATCHED:
                     if name == _REQUEST_ID:
                         rid = value
                     elif name == _XFF:
+                        many |= xff_at >= 0
                         xff_at = i
                     elif name == _XFP:
-                        has_xfp = True
+                        many |= xfp_at >= 0
+                        xfp_at = i
                     elif not stripped:  # hop-by-hop: they go before the proxy adds its own
                         headers = request.headers = await _end_hop_by_hop(request)
                         stripped = True
                         break
             else:
                 break
+        xff = headers[xff_at][1] if xff_at >= 0 else b""
+        if many:
+            if self._xff:  # an edge rewrites them anyway: one line each, appended to below
+                headers, xff_at, xfp_at = _merged(headers)
+                request.headers = headers
+                xff = headers[xff_at][1] if xff_at >= 0 else b""
+            else:
+                xff = b", ".join(v for n, v in headers if n == _XFF)
         if rid is None and self._generate:
             rid = self._new_id()
             headers.append((_REQUEST_ID, rid))
-        request.info.request_id = rid
-        if self._xff and request.info.downstream_addr:
-            ip = request.info.downstream_host.encode()
-            if xff_at >= 0:
-                headers[xff_at] = (_XFF, headers[xff_at][1] + b", " + ip)
-            else:
-                headers.append((_XFF, ip))
-            if not has_xfp:
+        info = request.info
+        info.request_id = rid
+        if self._client_at and xff:
+            info.client_address = _nth_from_right(xff, self._client_at)
+        if self._xff:
+            if info.downstream_addr:
+                ip = info.downstream_host.encode()
+                if xff_at >= 0:
+                    headers[xff_at] = (_XFF, xff + b", " + ip if xff.strip() else ip)
+                else:
+                    headers.append((_XFF, ip))
+            if xfp_at < 0:
                 headers.append((_XFP, request.scheme))
+            elif not self._hops:  # the peer is not a trusted proxy: its value is not believed
+                headers[xfp_at] = (_XFP, request.scheme)
         return await next(request)
 
 
@@ -90,3 +135,22 @@ async def _end_hop_by_hop(request: Request) -> Headers:
 async def _reject(request: Request, why: str) -> NoReturn:
     await request.body.aclose()
     raise BadRequest(why)
+
+
+def _merged(headers: Headers) -> tuple[Headers, int, int]:
+    """One x-forwarded-for and one x-forwarded-proto line, at their first places (RFC 9110 §5.3
+    makes repeated lines one comma-joined list; the last proto wins); their new indexes."""
+    out: Headers = []
+    xff_at = xfp_at = -1
+    for name, value in headers:
+        if name == _XFF and xff_at >= 0:
+            out[xff_at] = (_XFF, out[xff_at][1] + b", " + value)
+        elif name == _XFP and xfp_at >= 0:
+            out[xfp_at] = (_XFP, value)
+        else:
+            if name == _XFF:
+                xff_at = len(out)
+            elif name == _XFP:
+                xfp_at = len(out)
+            out.append((name, value))
+    return out, xff_at, xfp_at

@@ -146,3 +146,57 @@ async def test_a_nominated_te_still_forwards_te_trailers() -> None:
         response = await exchange(port, request("connection: te", "te: trailers"))
     assert response.startswith(b"HTTP/1.1 200 ")
     assert upstream.fields(b"te") == [b"trailers"]
+
+
+# --- x-forwarded-for / -proto trust ------------------------------------------------------------
+
+
+async def test_an_edge_overwrites_the_clients_x_forwarded_proto() -> None:
+    async with proxy() as (port, upstream):
+        response = await exchange(port, request("x-forwarded-proto: https"))
+    assert response.startswith(b"HTTP/1.1 200 ")
+    assert upstream.fields(b"x-forwarded-proto") == [b"http"]
+    assert upstream.fields(b"x-forwarded-for") == [b"127.0.0.1"]
+
+
+async def test_a_trusted_hop_keeps_its_proto_and_names_the_client(tmp_path: Path) -> None:
+    xff = "x-forwarded-for: 203.0.113.128, 203.0.113.10"
+    async with proxy(tmp_path, xff_num_trusted_hops=1) as (port, upstream):
+        response = await exchange(port, request(xff, "x-forwarded-proto: https"))
+    assert response.startswith(b"HTTP/1.1 200 ")
+    assert upstream.fields(b"x-forwarded-proto") == [b"https"]
+    assert upstream.fields(b"x-forwarded-for") == [b"203.0.113.128, 203.0.113.10, 127.0.0.1"]
+    entry = access_log_entry(tmp_path)
+    assert entry["client_address"] == "203.0.113.10"
+
+
+async def test_repeated_x_forwarded_for_lines_are_one_list(tmp_path: Path) -> None:
+    lines = ("x-forwarded-for: 198.51.100.1", "x-forwarded-for: 203.0.113.10, 192.0.2.1")
+    async with proxy(tmp_path, xff_num_trusted_hops=2) as (port, upstream):
+        await exchange(port, request(*lines))
+    expected = b"198.51.100.1, 203.0.113.10, 192.0.2.1, 127.0.0.1"
+    assert upstream.fields(b"x-forwarded-for") == [expected]
+    assert access_log_entry(tmp_path)["client_address"] == "203.0.113.10"
+
+
+async def test_untrusted_or_short_x_forwarded_for_means_the_peer(tmp_path: Path) -> None:
+    async with proxy(tmp_path, xff_num_trusted_hops=2) as (port, _):
+        await exchange(port, request("x-forwarded-for: 203.0.113.10"))
+    assert access_log_entry(tmp_path)["client_address"] == "127.0.0.1"
+
+
+async def test_behind_a_trusted_proxy_forwarding_headers_pass_unchanged(tmp_path: Path) -> None:
+    xff = "x-forwarded-for: 203.0.113.128, 192.0.2.5"
+    async with proxy(tmp_path, use_remote_address=False) as (port, upstream):
+        await exchange(port, request(xff, "x-forwarded-proto: https"))
+    assert upstream.fields(b"x-forwarded-for") == [b"203.0.113.128, 192.0.2.5"]
+    assert upstream.fields(b"x-forwarded-proto") == [b"https"]
+    assert access_log_entry(tmp_path)["client_address"] == "192.0.2.5"
+
+
+def test_negative_trusted_hops_are_a_config_error() -> None:
+    from config.loader import ConfigError, load_text
+
+    text = "listeners: [{name: a, address: '127.0.0.1:0', xff_num_trusted_hops: -1}]"
+    with pytest.raises(ConfigError, match=r"xff_num_trusted_hops.*must not be negative"):
+        load_text(text)
