@@ -1,4 +1,4 @@
-"""Connection-manager duties before any filter: hop-by-hop fields, x-request-id, x-forwarded-*."""
+"""Connection-manager duties before any filter: Host, hop-by-hop, x-request-id, x-forwarded-*."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import NoReturn
 from proxy.chain import Handler
 from proxy.http.errors import BadRequest
 from proxy.http.hop_by_hop import HOP_BY_HOP, nominated, strip_hop_by_hop
+from proxy.http.host import valid_host
 from proxy.http.model import Headers, Request, Response
 
 _REQUEST_ID = b"x-request-id"
@@ -17,6 +18,7 @@ _XFP = b"x-forwarded-proto"
 _HOST = b"host"
 # One set test per header on the hot path; the names below are told apart only on a hit.
 _WATCHED = HOP_BY_HOP | {_REQUEST_ID, _XFF, _XFP}
+_KNOWN_HOSTS = 256  # valid authorities (of DNS length) a listener remembers, to skip the regex
 
 # Fields a client may not make hop-by-hop: RFC 9110 §7.6.1 forbids nominating fields meant for
 # all recipients, and Envoy answers 400 to a nominated x-forwarded-* (removing one would mask
@@ -39,7 +41,7 @@ def _nth_from_right(value: bytes, n: int) -> str | None:
 
 
 class ConnectionManagerFilter:
-    """As Envoy's HCM: ends hop-by-hop fields, then sets the proxy's own headers.
+    """As Envoy's HCM: validates Host, ends hop-by-hop fields, then sets the proxy's own headers.
 
     `use_remote_address` true (an edge): the peer's address is appended to x-forwarded-for and
     x-forwarded-proto is set from the downstream connection, overwriting the client's unless
@@ -63,6 +65,7 @@ class ConnectionManagerFilter:
         # The entry of x-forwarded-for that holds the trusted client address (0: the peer).
         self._client_at = xff_num_trusted_hops + (0 if use_remote_address else 1)
         self._random = random.Random()
+        self._valid_hosts: set[bytes] = set()
 
     def _new_id(self) -> bytes:
         # A UUIDv4-shaped id from a per-filter PRNG: unique enough to correlate, cheap to make.
@@ -72,6 +75,15 @@ class ConnectionManagerFilter:
         return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}".encode()
 
     async def __call__(self, request: Request, next: Handler, /) -> Response:
+        # RFC 9112 §3.2: a server MUST answer 400 to a request with an invalid Host. The codecs
+        # already refuse a second Host (h11) and a Host that differs from :authority (h2), so
+        # request.authority is the one value to check.
+        authority = request.authority
+        if authority not in self._valid_hosts:
+            if not valid_host(authority):
+                await _reject(request, "invalid Host / :authority")
+            if len(self._valid_hosts) < _KNOWN_HOSTS and len(authority) <= 255:
+                self._valid_hosts.add(authority)
         headers = request.headers
         stripped = False
         while True:  # one pass; a second over what is left once hop-by-hop fields are gone

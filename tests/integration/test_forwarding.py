@@ -1,4 +1,4 @@
-"""Forwarding headers in bytes: Connection-nominated fields, x-forwarded-*, request id."""
+"""Forwarding headers in bytes: Host, Connection-nominated fields, x-forwarded-*, request id."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from config import schema
-from tests.integration.harness import meshwire, one_route_config, raw_backend
+from tests.integration.harness import H2Client, meshwire, one_route_config, raw_backend
 
 DEADLINE = 20  # generous bound on waits; tests never assert elapsed time
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
@@ -200,3 +200,84 @@ def test_negative_trusted_hops_are_a_config_error() -> None:
     text = "listeners: [{name: a, address: '127.0.0.1:0', xff_num_trusted_hops: -1}]"
     with pytest.raises(ConfigError, match=r"xff_num_trusted_hops.*must not be negative"):
         load_text(text)
+
+
+# --- Host / :authority (RFC 9112 §3.2, RFC 3986 §3.2.2) ---------------------------------------
+
+INVALID_HOSTS = [
+    b"evil.example/x@y",
+    b"user@evil.example",
+    b"a b",
+    b"a\x01b",
+    b"a\tb",
+    b"a\x80b",
+    b"good:99999",
+    b"good:8o",
+    b"good:80:80",
+    b"[::1",
+    b"[not-v6]:80",
+    b"bad%zz",
+]
+VALID_HOSTS = [
+    b"good",
+    b"good:8080",
+    b"127.0.0.1:1",
+    b"[::1]:80",
+    b"%41.example",
+    b"x_y.~!$&'()*+,;=",
+]
+
+
+@pytest.mark.parametrize("host", INVALID_HOSTS)
+async def test_an_invalid_host_gets_400(host: bytes) -> None:
+    async with proxy() as (port, upstream):
+        response = await exchange(port, request(host=host))
+    assert rejected(response), response
+    assert upstream.heads == []
+
+
+@pytest.mark.parametrize("host", VALID_HOSTS)
+async def test_a_valid_host_is_forwarded_as_is(host: bytes) -> None:
+    async with proxy() as (port, upstream):
+        response = await exchange(port, request(host=host))
+    assert response.startswith(b"HTTP/1.1 200 "), response
+    assert upstream.fields(b"host") == [host]
+
+
+async def test_an_empty_host_is_valid() -> None:
+    async with proxy() as (port, upstream):  # RFC 9112 §3.2: a target URI without authority
+        response = await exchange(port, request(host=b""))
+    assert response.startswith(b"HTTP/1.1 200 "), response
+    assert len(upstream.heads) == 1
+
+
+async def h2_request(port: int, headers: list[tuple[bytes, bytes]]) -> int:
+    """One bodiless HTTP/2 request with exactly these header fields; its status."""
+    async with H2Client.connect(port) as client:
+        client.conn.config.validate_outbound_headers = False
+        client.conn.config.normalize_outbound_headers = False
+        sid = client.conn.get_next_available_stream_id()
+        client.done[sid] = trio.Event()
+        client.conn.send_headers(sid, headers, end_stream=True)
+        await client.flush()
+        with trio.fail_after(DEADLINE):
+            reply = await client.finish(sid)
+    assert reply.status != 400 or reply.header(b"x-meshwire-response-flags") == b"DPE"
+    return reply.status
+
+
+def h2_head(authority: bytes, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    return [
+        (b":method", b"GET"),
+        (b":path", b"/x"),
+        (b":scheme", b"http"),
+        (b":authority", authority),
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("authority", [b"evil.example/x@y", b"a b", b"good:99999"])
+async def test_an_invalid_authority_gets_400(authority: bytes) -> None:
+    async with proxy() as (port, upstream):
+        assert await h2_request(port, h2_head(authority)) == 400
+    assert upstream.heads == []
