@@ -101,7 +101,11 @@ class ConnectionManagerFilter:
                         many |= xfp_at >= 0
                         xfp_at = i
                     elif not stripped:  # hop-by-hop: they go before the proxy adds its own
-                        headers = request.headers = await _end_hop_by_hop(request)
+                        kept = _without_hop_by_hop(headers, i)
+                        if kept is None:
+                            bad = b", ".join(sorted(nominated(headers) & _NOT_NOMINABLE))
+                            await _reject(request, f"Connection may not nominate {bad.decode()}")
+                        headers = request.headers = kept
                         stripped = True
                         break
             else:
@@ -135,13 +139,13 @@ class ConnectionManagerFilter:
         return await next(request)
 
 
-async def _end_hop_by_hop(request: Request) -> Headers:
-    """The request's headers minus hop-by-hop fields; 400 if Connection names a protected one."""
-    named = nominated(request.headers)
+def _without_hop_by_hop(headers: Headers, first: int) -> Headers | None:
+    """The headers minus hop-by-hop fields (the first at index `first`, so every Connection line
+    is there or after); None when Connection nominates a field that must not be removed."""
+    named = nominated(headers, first)
     if not named.isdisjoint(_NOT_NOMINABLE):
-        bad = b", ".join(sorted(named & _NOT_NOMINABLE)).decode("latin-1")
-        await _reject(request, f"Connection may not nominate {bad}")
-    return strip_hop_by_hop(request.headers, named)
+        return None
+    return strip_hop_by_hop(headers, named)
 
 
 async def _reject(request: Request, why: str) -> NoReturn:

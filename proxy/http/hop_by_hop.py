@@ -16,12 +16,15 @@ HOP_BY_HOP = CONNECTION_SPECIFIC | frozenset(
 )
 
 
-def nominated(headers: Headers) -> set[bytes]:
-    """The connection options of every Connection field line, lower-cased (RFC 9110 §7.6.1)."""
+def nominated(headers: Headers, start: int = 0) -> set[bytes]:
+    """The connection options of the Connection field lines from `start` on, lower-cased
+    (RFC 9110 §7.6.1)."""
     named: set[bytes] = set()
-    for name, value in headers:
+    for i in range(start, len(headers)):
+        name, value = headers[i]
         if name == b"connection":
-            named.update(t.strip().lower() for t in value.split(b","))
+            for option in value.split(b","):
+                named.add(option.strip().lower())
     named.discard(b"")
     return named
 
