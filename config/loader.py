@@ -232,6 +232,9 @@ class _Checker:
         self.address(listener.address, child(path, "address"), bind=True)
         if not listener.protocols:
             self.add(child(path, "protocols"), "at least one protocol is needed (http1, h2c)")
+        if listener.xff_num_trusted_hops < 0:
+            hops = listener.xff_num_trusted_hops
+            self.add(child(path, "xff_num_trusted_hops"), f"must not be negative, got {hops}")
         if listener.tls is not None:
             self.server_tls(listener.tls, child(path, "tls"))
         self.filters(listener, path)

@@ -183,7 +183,14 @@ class Listener(_Frozen, frozen=True):
     routes: list[Route] = msgspec.field(default_factory=list)
     limits: Limits = msgspec.field(default_factory=Limits)
     generate_request_id: bool = True
-    use_remote_address: bool = True  # append the peer to x-forwarded-for
+    # As Envoy's HCM. true (an edge): append the peer to x-forwarded-for and set
+    # x-forwarded-proto from the downstream connection (http/https), replacing the client's unless
+    # xff_num_trusted_hops > 0; the trusted client address is the peer, or with N trusted hops the
+    # Nth address from the right of x-forwarded-for. false (behind a trusted proxy, or a sidecar):
+    # both headers pass unchanged; the trusted client address is the (N+1)th from the right.
+    # Too short a list, or no IP there: the peer. It is logged as client_address.
+    use_remote_address: bool = True
+    xff_num_trusted_hops: int = 0  # proxies in front of this listener whose x-forwarded-* count
     stat_prefix: str | None = None
     access_log: AccessLog | None = None
 

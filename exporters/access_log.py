@@ -35,6 +35,7 @@ class AccessLog:
             "upstream_cluster": info.upstream_cluster,
             "upstream_host": info.upstream_host,
             "downstream_addr": info.downstream_addr,
+            "client_address": info.client_host,
             "bytes_received": info.bytes_received,
             "bytes_sent": info.bytes_sent,
             "request_id": info.request_id.decode("latin-1") if info.request_id else None,

@@ -61,7 +61,8 @@ def build_listener_chain(
     """The order of every listener's chain, written once:
 
     1. rescue — first, so any exception below becomes a typed response, never a traceback;
-    2. connection manager — request id and x-forwarded-* before anything logs or forwards;
+    2. connection manager — hop-by-hop fields end, then request id and x-forwarded-* are set,
+       before anything logs or forwards;
     3. configured filters, in the order the YAML lists them;
     4. the terminal (router) — validation guarantees it is last and unique.
     """
@@ -81,6 +82,7 @@ def build_listener_chain(
         ConnectionManagerFilter(
             generate_request_id=listener.generate_request_id,
             use_remote_address=listener.use_remote_address,
+            xff_num_trusted_hops=listener.xff_num_trusted_hops,
         ),
     ]
     chain.extend(build_filter(f, ctx) for f in configured)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import trio
 
 from proxy.http.errors import NoCluster, NoRoute, UpstreamTimeout
-from proxy.http.hop_by_hop import strip_hop_by_hop
 from proxy.http.model import Body, BytesBody, Headers, Request, Response, in_memory
 from proxy.routing import RouteTable
 from proxy.stats import Counter
@@ -40,8 +39,8 @@ class DeadlineBody:
 
 
 class Router:
-    """Terminal: route table → direct response or cluster; hop-by-hop request headers end here
-    (the upstream clients end the response's, where its Connection header is still visible)."""
+    """Terminal: route table → direct response or cluster. Hop-by-hop request headers ended in
+    the connection manager, before any filter; the upstream clients end the response's."""
 
     def __init__(self, table: RouteTable, clusters: ClusterManager) -> None:
         self._table = table
@@ -70,7 +69,6 @@ class Router:
             request.headers = [h for h in request.headers if h[0] != b"host"]
             if request.http_version != "2":
                 request.headers.append((b"host", route.host_rewrite))
-        request.headers = strip_hop_by_hop(request.headers)
         if route.timeout > 0:
             deadline = trio.current_time() + route.timeout
             with trio.move_on_at(deadline) as scope:

@@ -68,7 +68,7 @@ def server_attributes(request: Request) -> dict[str, AttributeValue]:
         attrs[names.SERVER_PORT] = port
     info = request.info
     if info.downstream_addr:
-        attrs[names.CLIENT_ADDRESS] = info.downstream_host
+        attrs[names.CLIENT_ADDRESS] = info.client_host
     agent = header_get(headers, b"user-agent")
     if agent is not None:
         attrs[names.USER_AGENT] = agent.decode("latin-1")

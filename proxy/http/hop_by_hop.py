@@ -16,24 +16,35 @@ HOP_BY_HOP = CONNECTION_SPECIFIC | frozenset(
 )
 
 
-def strip_hop_by_hop(headers: Headers) -> Headers:
-    """Headers minus hop-by-hop ones and those Connection names; keeps `te: trailers`."""
-    named: set[bytes] | None = None
-    dirty = False
-    for name, value in headers:
-        if name in HOP_BY_HOP:
-            dirty = True
-            if name == b"connection":
-                tokens = {t.strip().lower() for t in value.split(b",")}
-                named = tokens if named is None else named | tokens
-    if not dirty:
-        return headers
+def nominated(headers: Headers, start: int = 0) -> set[bytes]:
+    """The connection options of the Connection field lines from `start` on, lower-cased
+    (RFC 9110 §7.6.1)."""
+    named: set[bytes] = set()
+    for i in range(start, len(headers)):
+        name, value = headers[i]
+        if name == b"connection":
+            for option in value.split(b","):
+                named.add(option.strip().lower())
+    named.discard(b"")
+    return named
+
+
+def strip_hop_by_hop(headers: Headers, named: set[bytes] | None = None) -> Headers:
+    """Headers minus hop-by-hop ones and those Connection names (`named`, when already known).
+
+    Keeps `te: trailers` even when Connection names TE, as RFC 9110 §10.1.4 tells senders to.
+    """
+    if named is None:
+        for name, _ in headers:
+            if name in HOP_BY_HOP:
+                break
+        else:
+            return headers
+        named = nominated(headers)
     kept: Headers = []
     for h in headers:
         name = h[0]
-        if named is not None and name in named:
-            continue
-        if name in HOP_BY_HOP:
+        if name in HOP_BY_HOP or name in named:
             if name == b"te" and b"trailers" in h[1].lower():
                 kept.append((b"te", b"trailers"))
             continue

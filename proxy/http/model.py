@@ -93,6 +93,7 @@ class StreamInfo:
     __slots__ = (
         "bytes_received",
         "bytes_sent",
+        "client_address",
         "downstream_addr",
         "downstream_tls",
         "peer_identity",
@@ -109,6 +110,8 @@ class StreamInfo:
         self.start = time.monotonic()
         self.downstream_addr = downstream_addr
         self.downstream_tls = downstream_tls
+        # The trusted client address when x-forwarded-for named it; None: the peer itself.
+        self.client_address: str | None = None
         self.peer_identity: str | None = None
         self.request_id: bytes | None = None
         self.response_flags: list[str] = []
@@ -130,6 +133,11 @@ class StreamInfo:
         addr = self.downstream_addr
         host = addr.rpartition(":")[0] if addr.count(":") == 1 or "]" in addr else addr
         return host.strip("[]")
+
+    @property
+    def client_host(self) -> str:
+        """The trusted client address: from x-forwarded-for when trusted, else the peer."""
+        return self.client_address or self.downstream_host
 
     @property
     def flags_text(self) -> str:

@@ -499,3 +499,11 @@ def test_injected_fields_are_what_the_otel_propagators_write(flags: int, state: 
             (name == b"x-b3-flags" or name.decode() not in expected) for name, _ in kept[:-1]
         )
         assert {k.decode(): v.decode() for k, v in injected[len(kept) :]} == expected
+
+
+async def test_client_address_is_the_trusted_one_from_x_forwarded_for(traced: Traced) -> None:
+    request = make_request([])
+    request.info.client_address = "203.0.113.10"  # what the connection manager found trusted
+    await run(traced, traced.filter(), request)
+    (server,) = traced.spans(trace.SpanKind.SERVER)
+    assert (server.attributes or {})[names.CLIENT_ADDRESS] == "203.0.113.10"
