@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 from hypothesis import strategies as st
 
@@ -108,4 +109,4 @@ def mutated(draw: st.DrawFn, data: bytes) -> bytes:
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     """`data` in pieces at the given offsets (how it would arrive over a socket)."""
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:], strict=False) if b > a]
+    return [data[a:b] for a, b in pairwise(points) if b > a]
