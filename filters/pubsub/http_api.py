@@ -9,7 +9,7 @@ from urllib.parse import unquote
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from filters.dapr.app_callback import read_body
-from filters.dapr.params import is_json_content_type, metadata_params
+from filters.dapr.params import BadJson, is_json_content_type, load_json, metadata_params
 from filters.pubsub.delivery import parse_traceparent
 from filters.pubsub.envelope import CLOUDEVENTS_JSON, OCTET_STREAM
 from filters.pubsub.publisher import BulkEntry, Publisher
@@ -99,8 +99,8 @@ def _events_error(message: str) -> DaprApiError:
 def parse_bulk_entries(body: bytes) -> list[BulkEntry]:
     """The JSON array of {entryId, event, contentType, metadata} a bulk publish carries."""
     try:
-        raw = json.loads(body)
-    except ValueError as exc:
+        raw = load_json(body)
+    except BadJson as exc:
         raise _events_error(f"error when unmarshaling the request body: {exc}") from None
     if not isinstance(raw, list):
         raise _events_error("error when unmarshaling the request body: expected a JSON array")

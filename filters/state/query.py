@@ -6,9 +6,11 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
+from filters.dapr.params import BadJson, load_json
 from filters.state.store import Query
 
 __all__ = [
+    "MAX_FILTER_DEPTH",
     "NOT_JSON",
     "QueryError",
     "decode_json",
@@ -28,6 +30,9 @@ T = TypeVar("T")
 
 OPERATORS = ("EQ", "IN", "AND", "OR")
 ORDERS = ("ASC", "DESC")
+# AND/OR nested deeper than this is refused: filters are evaluated and turned into SQL by
+# recursion, and SQL engines have expression depth limits of their own.
+MAX_FILTER_DEPTH = 32
 MISSING = object()
 NOT_JSON = object()  # decode_json's answer for values that are not JSON text
 
@@ -41,8 +46,8 @@ def parse_query(body: bytes | str | Mapping[str, object]) -> Query:
     raw: object = body
     if isinstance(body, bytes | str):
         try:
-            raw = json.loads(body)
-        except ValueError as exc:
+            raw = load_json(body)
+        except BadJson as exc:
             raise QueryError(f"the query is not valid JSON: {exc}") from None
     if not isinstance(raw, Mapping):
         raise QueryError("the query must be a JSON object")
@@ -78,8 +83,11 @@ def validate_query(query: Query) -> int:
     return decode_token(query.token)
 
 
-def validate_filter(filter_: Mapping[str, object], where: str = "filter") -> None:
-    """Raise QueryError unless `filter_` is one well-formed EQ/IN/AND/OR node (recursively)."""
+def validate_filter(filter_: Mapping[str, object], where: str = "filter", depth: int = 0) -> None:
+    """Raise QueryError unless `filter_` is one well-formed EQ/IN/AND/OR node (recursively),
+    with AND/OR nested at most MAX_FILTER_DEPTH deep."""
+    if depth > MAX_FILTER_DEPTH:
+        raise QueryError(f"filter: AND/OR nested more than {MAX_FILTER_DEPTH} deep")
     if len(filter_) != 1:
         raise QueryError(f"{where}: expected exactly one of {', '.join(OPERATORS)}")
     ((op, arg),) = filter_.items()
@@ -102,7 +110,7 @@ def validate_filter(filter_: Mapping[str, object], where: str = "filter") -> Non
         for i, child in enumerate(arg):
             if not isinstance(child, Mapping):
                 raise QueryError(f"{where}.{op}[{i}]: expected an object")
-            validate_filter(child, f"{where}.{op}[{i}]")
+            validate_filter(child, f"{where}.{op}[{i}]", depth + 1)
     else:
         raise QueryError(f"{where}: unknown operator {op!r}; expected {', '.join(OPERATORS)}")
 
@@ -132,10 +140,10 @@ def decode_token(token: str | None) -> int:
 
 
 def decode_json(value: bytes) -> object:
-    """`value` parsed as strict UTF-8 JSON (no NaN/Infinity), or NOT_JSON."""
+    """`value` parsed as strict JSON (the API's rules: `load_json`), or NOT_JSON."""
     try:
-        return json.loads(value.decode("utf-8"), parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
+        return load_json(value)
+    except BadJson:
         return NOT_JSON
 
 
@@ -264,7 +272,3 @@ def _equal(found: object, wanted: object) -> bool:
     if isinstance(found, int | float) and isinstance(wanted, int | float):
         return found == wanted
     return type(found) is type(wanted) and found == wanted
-
-
-def _refuse_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")

@@ -136,6 +136,9 @@ def test_sort_by_two_keys_with_their_own_directions() -> None:
         (b"\xff\xfe{}", NOT_JSON),
         (b"plain", NOT_JSON),
         (b"", NOT_JSON),
+        (b"[1e400]", NOT_JSON),
+        (b'"\\ud800"', NOT_JSON),
+        (b"[" * 100_000 + b"]" * 100_000, NOT_JSON),
     ],
 )
 def test_decode_json_is_strict(value: bytes, decoded: object) -> None:
@@ -166,3 +169,13 @@ def test_validate_query_checks_hand_built_queries(query: Query) -> None:
 
 def test_validate_query_gives_the_offset() -> None:
     assert validate_query(Query(token="6", limit=3)) == 6
+
+
+def test_a_filter_nested_5000_deep_is_a_query_error_not_a_recursion_error() -> None:
+    filter_: dict[str, object] = {"EQ": {"a": 1}}
+    for _ in range(5000):
+        filter_ = {"AND": [filter_]}
+    with pytest.raises(QueryError, match="filter: AND/OR nested more than 32 deep"):
+        validate_query(Query(filter=filter_))
+    with pytest.raises(QueryError, match="filter: AND/OR nested more than 32 deep"):
+        parse_query({"filter": filter_})

@@ -1,0 +1,196 @@
+"""Bad input to the Dapr APIs of an in-process sidecar: Dapr's 4xx errors, never a 500 or a
+traceback (issue 12, finding 7). Stores and brokers are the sidecar's own (memory, SQLite)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import grpc
+import pytest
+import trio
+from dapr.proto.common.v1 import common_pb2
+from dapr.proto.runtime.v1 import dapr_pb2_grpc
+from dapr.proto.runtime.v1.state_pb2 import (
+    SaveStateRequest,
+)
+
+from tests.integration.harness import Reply
+from tests.integration.sidecars import sidecar
+from tests.integration.test_state_api import STORES, call, stores_sidecar, two_stores
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+MAX_VALUE_BYTES = 4096  # a metadata attribute's value
+MAX_ATTRIBUTES = 64  # metadata attributes set by callers
+DEADLINE = 20
+
+
+def dapr_error(reply: Reply) -> tuple[int, dict[str, str]]:
+    return reply.status, json.loads(reply.body)
+
+
+def malformed(message: str) -> tuple[int, dict[str, str]]:
+    return 400, {"errorCode": "ERR_MALFORMED_REQUEST", "message": message}
+
+
+@pytest.fixture
+def api_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG, logger="meshwire")
+    return caplog
+
+
+def tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """Records at WARNING or above carrying a traceback (what flooded the log)."""
+    return [r for r in caplog.records if r.levelno >= logging.WARNING and r.exc_info]
+
+
+# --- keys that are not Unicode text -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_a_key_that_is_not_unicode_text_is_a_400(
+    tmp_path: Path, store: str, api_log: pytest.LogCaptureFixture
+) -> None:
+    base = f"/v1.0/state/{store}"
+    not_utf8 = malformed(r"invalid path parameter: \xed\xa0\x80 is not valid UTF-8 (byte 0)")
+    lone = malformed(r"failed deserializing HTTP body: lone surrogate in string \ud800")
+    async with stores_sidecar(tmp_path) as port:
+        get = await call(port, "GET", f"{base}/%ED%A0%80")
+        delete = await call(port, "DELETE", f"{base}/%ED%A0%80")
+        save = await call(port, "POST", base, b'[{"key":"\\ud800","value":1}]')
+        value = await call(port, "POST", base, b'[{"key":"k","value":"a\\udc00"}]')
+        bulk = await call(port, "POST", f"{base}/bulk", b'{"keys":["\\ud800"]}')
+        upsert = b'{"operations":[{"operation":"upsert","request":{"key":"\\ud800","value":1}}]}'
+        transaction = await call(port, "POST", f"{base}/transaction", upsert)
+        pair = await call(port, "POST", base, b'[{"key":"\\ud83d\\ude00","value":1}]')
+        emoji = await call(port, "GET", f"{base}/%F0%9F%98%80")
+    assert dapr_error(get) == not_utf8
+    assert dapr_error(delete) == not_utf8
+    assert dapr_error(save) == lone
+    assert dapr_error(value) == malformed(
+        r"failed deserializing HTTP body: lone surrogate in string a\udc00"
+    )
+    assert dapr_error(bulk) == lone
+    assert dapr_error(transaction) == lone
+    # A surrogate pair is one character (U+1F600), a key like any other.
+    assert (pair.status, emoji.status, emoji.body) == (204, 200, b"1")
+    assert tracebacks(api_log) == []
+
+
+# --- JSON nested too deep, NaN, Infinity ------------------------------------------------------
+
+
+async def test_json_nested_too_deep_is_a_400_without_a_traceback(
+    tmp_path: Path, api_log: pytest.LogCaptureFixture
+) -> None:
+    too_deep = "arrays and objects nested more than 128 deep"
+    async with stores_sidecar(tmp_path) as port:
+        save = await call(port, "POST", "/v1.0/state/memstore", DEEP)
+        bulk = await call(port, "POST", "/v1.0/state/sqlstore/bulk", DEEP)
+        transaction = await call(port, "POST", "/v1.0/state/memstore/transaction", DEEP)
+        query = await call(port, "POST", "/v1.0-alpha1/state/sqlstore/query", DEEP)
+        bulk_publish = await call(port, "POST", "/v1.0-alpha1/publish/bulk/pubsub/orders", DEEP)
+        # The body's own array and object count: 2 + 127 levels is one too many.
+        value = b'[{"key":"k","value":' + b"[" * 127 + b"]" * 127 + b"}]"
+        deep_value = await call(port, "POST", "/v1.0/state/memstore", value)
+        fine = b'[{"key":"k","value":' + b"[" * 126 + b"]" * 126 + b"}]"
+        deepest = await call(port, "POST", "/v1.0/state/memstore", fine)
+    for reply in (save, bulk, transaction, deep_value):
+        assert dapr_error(reply) == malformed(f"failed deserializing HTTP body: {too_deep}")
+    assert dapr_error(query) == malformed(
+        f"failed deserializing HTTP body: the query is not valid JSON: {too_deep}"
+    )
+    assert dapr_error(bulk_publish) == (
+        400,
+        {
+            "errorCode": "ERR_PUBSUB_EVENTS_SER",
+            "message": f"error when unmarshaling the request body: {too_deep}",
+        },
+    )
+    assert deepest.status == 204
+    assert tracebacks(api_log) == []
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_non_finite_numbers_are_refused_not_stored(tmp_path: Path, store: str) -> None:
+    base = f"/v1.0/state/{store}"
+    async with stores_sidecar(tmp_path) as port:
+        nan = await call(port, "POST", base, b'[{"key":"n","value":NaN}]')
+        infinity = await call(port, "POST", base, b'[{"key":"n","value":{"x":-Infinity}}]')
+        huge = await call(port, "POST", base, b'[{"key":"n","value":1e400}]')
+        upsert = b'{"operations":[{"operation":"upsert","request":{"key":"n","value":Infinity}}]}'
+        transaction = await call(port, "POST", f"{base}/transaction", upsert)
+        stored = await call(port, "GET", f"{base}/n")
+    assert dapr_error(nan) == malformed("failed deserializing HTTP body: NaN is not a JSON number")
+    assert dapr_error(infinity) == malformed(
+        "failed deserializing HTTP body: -Infinity is not a JSON number"
+    )
+    assert dapr_error(huge) == malformed(
+        "failed deserializing HTTP body: number 1e400 is out of range"
+    )
+    assert dapr_error(transaction) == malformed(
+        "failed deserializing HTTP body: Infinity is not a JSON number"
+    )
+    assert (stored.status, stored.body) == (204, b"")
+
+
+async def test_values_saved_over_grpc_come_back_over_http_as_valid_json(tmp_path: Path) -> None:
+    """gRPC saves bytes as they are: NaN or a 100k-deep array must not break (or be pasted
+    raw into) the JSON answers of the HTTP bulk get and query."""
+    async with sidecar("orders", None, tmp_path, *two_stores(tmp_path)) as running:
+        items = [
+            common_pb2.StateItem(key="nan", value=b"NaN"),
+            common_pb2.StateItem(key="deep", value=DEEP),
+        ]
+        request = SaveStateRequest(store_name="memstore", states=items)
+        await trio.to_thread.run_sync(grpc_call, running.port("dapr-grpc"), "SaveState", request)
+        port = running.port("dapr-http")
+        bulk = await call(port, "POST", "/v1.0/state/memstore/bulk", {"keys": ["nan", "deep"]})
+    assert bulk.status == 200, bulk.body
+    entries = json.loads(bulk.body)
+    assert [(e["key"], e["data"]) for e in entries] == [
+        ("nan", "NaN"),
+        ("deep", DEEP.decode()),
+    ]
+
+
+# --- state queries ----------------------------------------------------------------------------
+
+
+def nested_and(depth: int) -> dict[str, object]:
+    filter_: dict[str, object] = {"EQ": {"a": 1}}
+    for _ in range(depth):
+        filter_ = {"AND": [filter_]}
+    return {"filter": filter_}
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_a_query_nests_and_or_at_most_32_deep(tmp_path: Path, store: str) -> None:
+    target = f"/v1.0-alpha1/state/{store}/query"
+    async with stores_sidecar(tmp_path) as port:
+        await call(port, "POST", f"/v1.0/state/{store}", [{"key": "k", "value": {"a": 1}}])
+        deepest = await call(port, "POST", target, nested_and(32))
+        too_deep = await call(port, "POST", target, nested_and(33))
+    assert deepest.status == 200, deepest.body
+    assert [r["key"] for r in json.loads(deepest.body)["results"]] == ["k"]
+    assert dapr_error(too_deep) == malformed(
+        "failed deserializing HTTP body: filter: AND/OR nested more than 32 deep"
+    )
+
+
+# --- gRPC helpers -----------------------------------------------------------------------------
+
+
+def grpc_call(port: int, method: str, request: object) -> object:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = dapr_pb2_grpc.DaprStub(channel)  # type: ignore[no-untyped-call]
+        return getattr(stub, method)(request, timeout=DEADLINE)
+
+
+def grpc_status(port: int, method: str, request: object) -> tuple[grpc.StatusCode, str]:
+    try:
+        grpc_call(port, method, request)
+    except grpc.RpcError as err:
+        return err.code(), err.details()  # type: ignore[attr-defined]
+    return grpc.StatusCode.OK, ""
