@@ -101,7 +101,7 @@ class StateHttpApi:
         item = await self.service.get(named, key, _trace(request))
         if item is None:
             return _status(204)
-        content_type = item.content_type.encode("latin-1") if item.content_type else _JSON
+        content_type = content_type_header(item.content_type)
         headers: Headers = [(b"content-type", content_type), (b"etag", item.etag.encode())]
         expires = expire_time(item)
         if expires is not None:
@@ -199,6 +199,14 @@ def data_json(value: bytes) -> str:
     if decode_json(value) is NOT_JSON:
         return _dumps(text)
     return text
+
+
+def content_type_header(content_type: str | None) -> bytes:
+    """A stored content type as the GET answer's header (validated at save; an older row
+    holding what a header cannot carry falls back to JSON's)."""
+    if not content_type or not content_type.isprintable():
+        return _JSON
+    return content_type.encode("utf-8")
 
 
 def encode_value(value: object, content_type: str | None) -> bytes:

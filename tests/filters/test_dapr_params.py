@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from filters.dapr.params import MAX_JSON_DEPTH, BadJson, BadParam, load_json, path_param, printable
+from filters.state.service import expire_time
+from filters.state.store import StateItem
 
 
 @pytest.mark.parametrize(
@@ -45,3 +47,13 @@ def test_path_params_are_utf8_or_refused() -> None:
 def test_printable_shows_text_never_a_repr() -> None:
     assert printable(bytearray(b"a\r\n\x00\xffb")) == r"a\x0d\x0a\x00\xffb"
     assert printable("caf\u00e9 \ud800\x7f") == r"café \ud800\x7f"
+
+
+def test_an_expiry_past_year_9999_reads_as_its_last_second() -> None:
+    def item(expires_at: float | None) -> StateItem:
+        return StateItem("k", b"1", "1", None, expires_at)
+
+    assert expire_time(item(0.5)) == "1970-01-01T00:00:00Z"
+    assert expire_time(item(9.3e18)) == "9999-12-31T23:59:59Z"
+    assert expire_time(item(2.0**1023)) == "9999-12-31T23:59:59Z"
+    assert expire_time(item(None)) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from pathlib import Path
 
 import grpc
@@ -177,6 +178,70 @@ async def test_a_query_nests_and_or_at_most_32_deep(tmp_path: Path, store: str) 
     assert dapr_error(too_deep) == malformed(
         "failed deserializing HTTP body: filter: AND/OR nested more than 32 deep"
     )
+
+
+# --- ttlInSeconds -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_ttl_in_seconds_is_checked_when_saved(tmp_path: Path, store: str) -> None:
+    base = f"/v1.0/state/{store}"
+
+    def item(ttl: str) -> list[dict[str, object]]:
+        return [{"key": "t", "value": 1, "metadata": {"ttlInSeconds": ttl}}]
+
+    async with stores_sidecar(tmp_path) as port:
+        huge = await call(port, "POST", base, item("9223372036854775807"))
+        after_huge = await call(port, "GET", f"{base}/t")
+        in_query = await call(port, "POST", f"{base}?metadata.ttlInSeconds=2147483648", item(""))
+        arabic = await call(port, "POST", base, item("\u0661"))
+        upsert = {"operation": "upsert", "request": item("99999999999999")[0]}
+        transaction = await call(port, "POST", f"{base}/transaction", {"operations": [upsert]})
+        largest = await call(port, "POST", base, item("2147483647"))
+        kept = await call(port, "GET", f"{base}/t")
+        forever = await call(port, "POST", base, item("-1"))
+        again = await call(port, "GET", f"{base}/t")
+    limit = "ttlInSeconds must be from -1 to 2147483647"
+    assert dapr_error(huge) == malformed(f"{limit}: 9223372036854775807")
+    assert (after_huge.status, after_huge.body) == (204, b"")
+    assert dapr_error(in_query) == malformed(f"{limit}: 2147483648")
+    assert dapr_error(arabic) == malformed("ttlInSeconds must be an integer: \u0661")
+    assert dapr_error(transaction) == malformed(f"{limit}: 99999999999999")
+    assert (largest.status, kept.status, kept.body) == (204, 200, b"1")
+    assert kept.header(b"metadata.ttlexpiretime") is not None
+    assert (forever.status, again.status) == (204, 200)
+    assert again.header(b"metadata.ttlexpiretime") is None
+
+
+async def test_a_stored_expiry_past_year_9999_still_reads(tmp_path: Path) -> None:
+    """A row an older meshwire saved with a TTL no timestamp can show: GET answers it."""
+    database = tmp_path / "shared.db"
+    async with stores_sidecar(tmp_path) as port:
+        await call(port, "POST", "/v1.0/state/sqlstore", [{"key": "t", "value": 1}])
+        with sqlite3.connect(database) as conn:
+            conn.execute("UPDATE state SET expiration_time = ?", (9.3e18,))
+        reply = await call(port, "GET", "/v1.0/state/sqlstore/t")
+        bulk = await call(port, "POST", "/v1.0/state/sqlstore/bulk", {"keys": ["t"]})
+    assert (reply.status, reply.body) == (200, b"1")
+    assert reply.header(b"metadata.ttlexpiretime") == b"9999-12-31T23:59:59Z"
+    assert json.loads(bulk.body)[0]["metadata"] == {"ttlExpireTime": "9999-12-31T23:59:59Z"}
+
+
+# --- content types ----------------------------------------------------------------------------
+
+
+async def test_a_content_type_must_be_a_header_value(tmp_path: Path) -> None:
+    base = "/v1.0/state/memstore"
+    async with stores_sidecar(tmp_path) as port:
+        crlf = await call(
+            port, "POST", base, [{"key": "c", "value": "x", "metadata": {"contentType": "a\r\nb"}}]
+        )
+        wide = {"contentType": "text/plain; name=\u4e2d"}
+        saved = await call(port, "POST", base, [{"key": "c", "value": "x", "metadata": wide}])
+        reply = await call(port, "GET", f"{base}/c")
+    assert dapr_error(crlf) == malformed(r"contentType a\x0d\x0ab is not a header value")
+    assert (saved.status, reply.status, reply.body) == (204, 200, b"x")
+    assert reply.header(b"content-type") == "text/plain; name=\u4e2d".encode()
 
 
 # --- gRPC helpers -----------------------------------------------------------------------------
