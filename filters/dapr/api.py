@@ -7,8 +7,16 @@ import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs, unquote
 
-from filters.dapr.invoke import API_TOKEN, APP_ID_HEADER, ERR_DIRECT_INVOKE, Invoker, split_app_id
+from filters.dapr.invoke import (
+    API_TOKEN,
+    APP_ID_HEADER,
+    ERR_DIRECT_INVOKE,
+    Invoker,
+    app_id_text,
+    split_app_id,
+)
 from filters.dapr.metering import api_path
+from filters.dapr.params import printable
 from filters.pubsub import http_api as publish_http  # pub/sub (S4)
 from filters.pubsub.components import pubsub_components  # pub/sub (S4)
 from filters.pubsub.publisher import Publisher  # pub/sub (S4)
@@ -102,14 +110,14 @@ class DaprApi:
         target = header_get(request.headers, APP_ID_HEADER)
         if target is None:
             raise DaprApiError(ERR_DIRECT_INVOKE, _NO_APP_ID, status=404)
-        return await self._invoke(request, target.decode("latin-1"), request.target)
+        return await self._invoke(request, app_id_text(target), request.target)
 
     async def _healthz(self, request: Request, query: bytes) -> Response:
         wanted = parse_qs(query.decode("latin-1")).get("appid")
         if wanted and wanted[0] != self.runtime.app_id:
             raise DaprApiError(
                 "ERR_HEALTH_APPID_NOT_MATCH",
-                f"dapr app-id does not match: {wanted[0]} != {self.runtime.app_id}",
+                f"dapr app-id does not match: {printable(wanted[0])} != {self.runtime.app_id}",
             )
         if not self.runtime.ready:
             waiting = "app channel" if self.runtime.outbound_ready.is_set() else "outbound"
@@ -168,7 +176,7 @@ class DaprApi:
                 raise DaprApiError(ERR_DIRECT_INVOKE, "method name is required", status=400)
             raise DaprApiError(ERR_DIRECT_INVOKE, _NO_APP_ID, status=404)
         target_path = b"/" + method + (b"?" + query if query else b"")
-        return await self._invoke(request, unquote(app_id.decode("latin-1")), target_path)
+        return await self._invoke(request, app_id_text(app_id, percent_encoded=True), target_path)
 
     async def _invoke(self, request: Request, target: str, target_path: bytes) -> Response:
         app_id, namespace = split_app_id(target, self.runtime.namespace)

@@ -19,7 +19,14 @@ from filters.dapr.app_callback import (
     metadata_from_headers,
     read_body,
 )
-from filters.dapr.invoke import API_TOKEN, APP_ID_HEADER, CALLEE_APP_ID, Invoker, split_app_id
+from filters.dapr.invoke import (
+    API_TOKEN,
+    APP_ID_HEADER,
+    CALLEE_APP_ID,
+    Invoker,
+    app_id_text,
+    split_app_id,
+)
 from filters.pubsub.components import pubsub_components  # pub/sub (S4)
 from filters.pubsub.grpc_api import PubSubGrpcApi  # pub/sub (S4)
 from filters.pubsub.publisher import Publisher  # pub/sub (S4)
@@ -140,7 +147,7 @@ class DaprGrpc:
         if target is None:
             raise GrpcError(StatusCode.UNKNOWN, NO_PROXY_TARGET)
         try:
-            app_id, namespace = split_app_id(target.decode("latin-1"), self.runtime.namespace)
+            app_id, namespace = split_app_id(app_id_text(target), self.runtime.namespace)
             response = await self.invoker.invoke(request, app_id, namespace, request.target)
         except DaprApiError as exc:
             raise api_error(exc) from exc

@@ -17,7 +17,8 @@ from dapr.proto.runtime.v1.state_pb2 import (
     SaveStateRequest,
 )
 
-from tests.integration.harness import Reply
+from proxy.http.model import BytesBody, Request, Response
+from tests.integration.harness import Reply, backend
 from tests.integration.sidecars import sidecar
 from tests.integration.test_state_api import STORES, call, stores_sidecar, two_stores
 
@@ -242,6 +243,112 @@ async def test_a_content_type_must_be_a_header_value(tmp_path: Path) -> None:
     assert dapr_error(crlf) == malformed(r"contentType a\x0d\x0ab is not a header value")
     assert (saved.status, reply.status, reply.body) == (204, 200, b"x")
     assert reply.header(b"content-type") == "text/plain; name=\u4e2d".encode()
+
+
+# --- invocation -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "shown"),
+    [
+        ("a%2Fb", "a/b"),
+        ("a%0D%0Ab", r"a\x0d\x0ab"),
+        ("a%00b", r"a\x00b"),
+        ("a%20b", "a b"),
+        ("%ED%A0%80", "%ED%A0%80"),
+        ("..", ".."),
+    ],
+)
+async def test_an_app_id_that_cannot_be_one_is_a_400(
+    tmp_path: Path, target: str, shown: str
+) -> None:
+    async with sidecar("orders", None, tmp_path) as running:
+        reply = await call(running.port("dapr-http"), "GET", f"/v1.0/invoke/{target}/method/x")
+    assert dapr_error(reply) == (
+        400,
+        {
+            "errorCode": "ERR_DIRECT_INVOKE",
+            "message": f"failed to invoke, id: {shown}, err: invalid app id",
+        },
+    )
+
+
+async def test_an_app_id_header_that_cannot_be_one_is_a_400(tmp_path: Path) -> None:
+    async with sidecar("orders", None, tmp_path) as running:
+        port = running.port("dapr-http")
+        slash = await call(port, "GET", "/x", headers=[("dapr-app-id", "a/b")])
+        latin = await exchange(port, b"GET /x HTTP/1.1\r\nhost: x\r\ndapr-app-id: caf\xe9\r\n\r\n")
+    message = "failed to invoke, id: {}, err: invalid app id"
+    assert dapr_error(slash) == (
+        400,
+        {"errorCode": "ERR_DIRECT_INVOKE", "message": message.format("a/b")},
+    )
+    body = (
+        b'{"errorCode": "ERR_DIRECT_INVOKE", '
+        b'"message": "failed to invoke, id: caf\\\\xe9, err: invalid app id"}\n'
+    )
+    assert latin == (
+        b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+
+async def exchange(port: int, request: bytes) -> bytes:
+    """`request` as raw bytes; the response's bytes, up to the end of its body."""
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        await stream.send_all(request)
+        data = b""
+        with trio.fail_after(DEADLINE):
+            while True:
+                data += await stream.receive_some(65536)
+                head, sep, body = data.partition(b"\r\n\r\n")
+                if not sep:
+                    continue
+                lengths = [
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ]
+                if len(body) >= lengths[0]:
+                    return data
+
+
+class Echo:
+    """An app answering with the headers it received."""
+
+    async def __call__(self, request: Request) -> Response:
+        if request.path == b"/dapr/subscribe":
+            return Response.text(404, "no subscriptions")
+        while await request.body.read():
+            pass
+        seen = [[k.decode(), v.decode()] for k, v in request.headers]
+        return Response(
+            200, [(b"content-type", b"application/json")], BytesBody(json.dumps(seen).encode())
+        )
+
+
+async def test_hop_by_hop_headers_never_reach_the_app(tmp_path: Path) -> None:
+    hop = [
+        ("connection", "x-secret, keep-alive"),
+        ("x-secret", "caller's only"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+        ("x-kept", "yes"),
+    ]
+    async with (
+        backend(Echo()) as orders_port,
+        backend(Echo()) as billing_port,
+        sidecar("orders", orders_port, tmp_path) as orders,
+        sidecar("billing", billing_port, tmp_path),
+    ):
+        port = orders.port("dapr-http")
+        local = await call(port, "GET", "/v1.0/invoke/orders/method/x", headers=hop)
+        remote = await call(port, "GET", "/v1.0/invoke/billing/method/x", headers=hop)
+    for reply in (local, remote):
+        assert reply.status == 200, reply.body
+        names = {name for name, _ in json.loads(reply.body)}
+        assert "x-kept" in names
+        assert names.isdisjoint({"connection", "x-secret", "keep-alive", "proxy-authorization"})
 
 
 # --- gRPC helpers -----------------------------------------------------------------------------
