@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
+from filters.dapr.app_callback import read_body
+from filters.dapr.extended import MAX_VALUE_BYTES, set_attribute
 from filters.dapr.invoke import (
     API_TOKEN,
     APP_ID_HEADER,
@@ -16,7 +18,7 @@ from filters.dapr.invoke import (
     split_app_id,
 )
 from filters.dapr.metering import api_path
-from filters.dapr.params import printable
+from filters.dapr.params import BadParam, path_param, printable
 from filters.pubsub import http_api as publish_http  # pub/sub (S4)
 from filters.pubsub.components import pubsub_components  # pub/sub (S4)
 from filters.pubsub.publisher import Publisher  # pub/sub (S4)
@@ -155,13 +157,13 @@ class DaprApi:
         return json_response(200, value)
 
     async def _set_metadata(self, request: Request, path: bytes) -> Response:
-        key = unquote(path[len(b"/v1.0/metadata/") :].decode("latin-1"))
-        value = bytearray()
-        while chunk := await request.body.read():
-            value += chunk
-            if len(value) > self.max_body_size:
-                raise DaprApiError("ERR_BODY_READ", "request body too large", status=413)
-        self.runtime.extended[key] = value.decode("utf-8", "replace")
+        try:
+            key = path_param(path[len(b"/v1.0/metadata/") :])
+        except BadParam as exc:
+            message = f"metadata key: {exc}"
+            raise DaprApiError("ERR_MALFORMED_REQUEST", message, status=400) from None
+        value = await read_body(request.body, MAX_VALUE_BYTES)
+        set_attribute(self.runtime.extended, key, value.decode("utf-8", "replace"))
         return no_content()
 
     async def _shutdown(self, request: Request, query: bytes) -> Response:

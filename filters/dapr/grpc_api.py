@@ -19,6 +19,7 @@ from filters.dapr.app_callback import (
     metadata_from_headers,
     read_body,
 )
+from filters.dapr.extended import set_attribute
 from filters.dapr.invoke import (
     API_TOKEN,
     APP_ID_HEADER,
@@ -234,7 +235,10 @@ class DaprGrpc:
         return reply
 
     async def _set_metadata(self, call: SetMetadataRequest, ctx: RequestContext) -> Message:
-        self.runtime.extended[call.key] = call.value
+        try:
+            set_attribute(self.runtime.extended, call.key, call.value)
+        except DaprApiError as exc:
+            raise api_error(exc) from None
         return empty_pb2.Empty()
 
     async def _shutdown(self, call: Message, ctx: RequestContext) -> Message:

@@ -13,6 +13,7 @@ import pytest
 import trio
 from dapr.proto.common.v1 import common_pb2
 from dapr.proto.runtime.v1 import dapr_pb2_grpc
+from dapr.proto.runtime.v1.metadata_pb2 import SetMetadataRequest
 from dapr.proto.runtime.v1.state_pb2 import (
     SaveStateRequest,
 )
@@ -243,6 +244,46 @@ async def test_a_content_type_must_be_a_header_value(tmp_path: Path) -> None:
     assert dapr_error(crlf) == malformed(r"contentType a\x0d\x0ab is not a header value")
     assert (saved.status, reply.status, reply.body) == (204, 200, b"x")
     assert reply.header(b"content-type") == "text/plain; name=\u4e2d".encode()
+
+
+# --- metadata attributes ----------------------------------------------------------------------
+
+
+async def test_metadata_attributes_are_capped(tmp_path: Path) -> None:
+    async with sidecar("orders", None, tmp_path) as running:
+        port = running.port("dapr-http")
+        largest = await call(port, "PUT", "/v1.0/metadata/big", b"x" * MAX_VALUE_BYTES)
+        too_big = await call(port, "PUT", "/v1.0/metadata/big", b"x" * (MAX_VALUE_BYTES + 1))
+        long_key = await call(port, "PUT", "/v1.0/metadata/" + "k" * 257, b"v")
+        not_utf8 = await call(port, "PUT", "/v1.0/metadata/%FF", b"v")
+        for i in range(MAX_ATTRIBUTES - 1):
+            assert (await call(port, "PUT", f"/v1.0/metadata/a{i}", b"v")).status == 204
+        one_more = await call(port, "PUT", "/v1.0/metadata/one-more", b"v")
+        replaced = await call(port, "PUT", "/v1.0/metadata/a0", b"new")
+        over_grpc = await trio.to_thread.run_sync(
+            grpc_status,
+            running.port("dapr-grpc"),
+            "SetMetadata",
+            SetMetadataRequest(key="another", value="v"),
+        )
+        listed = json.loads((await call(port, "GET", "/v1.0/metadata")).body)["extended"]
+    assert largest.status == 204
+    assert dapr_error(too_big) == (
+        413,
+        {"errorCode": "ERR_BODY_READ", "message": f"body larger than {MAX_VALUE_BYTES} bytes"},
+    )
+    assert dapr_error(long_key) == malformed("metadata key longer than 256 bytes")
+    assert dapr_error(not_utf8) == malformed(r"metadata key: \xff is not valid UTF-8 (byte 0)")
+    assert dapr_error(one_more) == malformed(
+        f"too many metadata attributes (at most {MAX_ATTRIBUTES})"
+    )
+    assert replaced.status == 204
+    assert over_grpc == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"too many metadata attributes (at most {MAX_ATTRIBUTES})",
+    )
+    assert len(listed) == MAX_ATTRIBUTES + 1  # and daprRuntimeVersion
+    assert (listed["big"], listed["a0"]) == ("x" * MAX_VALUE_BYTES, "new")
 
 
 # --- invocation -------------------------------------------------------------------------------
