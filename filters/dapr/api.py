@@ -19,6 +19,7 @@ from filters.dapr.invoke import (
 )
 from filters.dapr.metering import api_path
 from filters.dapr.params import BadParam, path_param, printable
+from filters.dapr.unexpected import unexpected
 from filters.pubsub import http_api as publish_http  # pub/sub (S4)
 from filters.pubsub.components import pubsub_components  # pub/sub (S4)
 from filters.pubsub.publisher import Publisher  # pub/sub (S4)
@@ -26,7 +27,7 @@ from filters.state import http_api as state_http  # state management (S3)
 from filters.state.observe import Observer  # state management (S3)
 from filters.state.registry import registered_components  # state management (S3)
 from filters.tracing.body import EndingBody
-from proxy.http.errors import DaprApiError
+from proxy.http.errors import DaprApiError, ProxyError
 from proxy.http.model import BytesBody, Request, Response, header_get
 from proxy.sidecar.runtime import SidecarRuntime
 
@@ -78,8 +79,14 @@ class DaprApi:
         target = header_get(request.headers, APP_ID_HEADER)
         label = api_path(_clean(request.path), target is not None)
         try:
-            response = await self._serve(request)
-        except DaprApiError as exc:
+            try:
+                response = await self._serve(request)
+            except ProxyError:
+                raise
+            except Exception as exc:  # a bug met by some input: Dapr's 500, one log line
+                call = f"{method} {printable(request.path[:200])}"
+                raise unexpected(call, exc) from exc
+        except ProxyError as exc:
             elapsed = (time.monotonic() - started) * 1000
             metrics.server(method, label, exc.status, elapsed, received.count, 0)
             raise

@@ -28,6 +28,7 @@ from filters.dapr.invoke import (
     app_id_text,
     split_app_id,
 )
+from filters.dapr.unexpected import unexpected
 from filters.pubsub.components import pubsub_components  # pub/sub (S4)
 from filters.pubsub.grpc_api import PubSubGrpcApi  # pub/sub (S4)
 from filters.pubsub.publisher import Publisher  # pub/sub (S4)
@@ -39,7 +40,7 @@ from proxy.grpc.context import RequestContext
 from proxy.grpc.metadata import CONTENT_TYPE, is_grpc_content_type, sendable_metadata
 from proxy.grpc.service import GrpcServiceTerminal, UnaryHandler
 from proxy.grpc.status import GrpcError, StatusCode, code_for_transport_status, error_trailers
-from proxy.http.errors import DaprApiError
+from proxy.http.errors import DaprApiError, ProxyError
 from proxy.http.model import BytesBody, EmptyBody, Headers, Request, Response, header_get
 from proxy.sidecar.runtime import SidecarRuntime
 
@@ -89,7 +90,7 @@ class DaprGrpc:
             max_receive_message_size=max_message_size, max_send_message_size=max_message_size
         )
         for name, handler in self._methods().items():
-            self.api.add_method(DAPR.methods_by_name[name], handler)
+            self.api.add_method(DAPR.methods_by_name[name], _guarded(name, handler))
         # Pub/sub (S4): SubscribeTopicEventsAlpha1, a bidirectional stream.
         self.api.add_method(
             SUBSCRIBE_STREAM,
@@ -244,6 +245,20 @@ class DaprGrpc:
     async def _shutdown(self, call: Message, ctx: RequestContext) -> Message:
         self.runtime.request_shutdown()
         return empty_pb2.Empty()
+
+
+def _guarded(name: str, handler: UnaryHandler[Any]) -> UnaryHandler[Any]:
+    """A method whose unexpected exceptions are one log line and daprd's unknown error."""
+
+    async def call(request: Any, ctx: RequestContext) -> Message:
+        try:
+            return await handler(request, ctx)
+        except (GrpcError, ProxyError):
+            raise
+        except Exception as exc:
+            raise api_error(unexpected(f"{DAPR.full_name}/{name}", exc)) from exc
+
+    return call
 
 
 async def _not_grpc(response: Response) -> GrpcError:

@@ -15,9 +15,11 @@ from dapr.proto.common.v1 import common_pb2
 from dapr.proto.runtime.v1 import dapr_pb2_grpc
 from dapr.proto.runtime.v1.metadata_pb2 import SetMetadataRequest
 from dapr.proto.runtime.v1.state_pb2 import (
+    GetStateRequest,
     SaveStateRequest,
 )
 
+from filters.state.store import StateError
 from proxy.http.model import BytesBody, Request, Response
 from tests.integration.harness import Reply, backend
 from tests.integration.sidecars import sidecar
@@ -390,6 +392,71 @@ async def test_hop_by_hop_headers_never_reach_the_app(tmp_path: Path) -> None:
         names = {name for name, _ in json.loads(reply.body)}
         assert "x-kept" in names
         assert names.isdisjoint({"connection", "x-secret", "keep-alive", "proxy-authorization"})
+
+
+# --- what no handler expected -----------------------------------------------------------------
+
+
+async def test_an_unexpected_exception_is_daprs_500_and_one_log_line(
+    tmp_path: Path, api_log: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with sidecar("orders", None, tmp_path, *two_stores(tmp_path)) as running:
+        runtime = running.app.sidecar
+        assert runtime is not None
+        store = runtime.state.get("memstore")
+        assert store is not None
+
+        async def broken(key: str) -> None:
+            raise ZeroDivisionError("a bug some input found")
+
+        monkeypatch.setattr(store.store, "get", broken)
+        api_log.clear()
+        replies = [await call(running.port("dapr-http"), "GET", "/v1.0/state/memstore/k")]
+        grpc_reply = await trio.to_thread.run_sync(
+            grpc_status,
+            running.port("dapr-grpc"),
+            "GetState",
+            GetStateRequest(store_name="memstore", key="k"),
+        )
+    assert [dapr_error(r) for r in replies] == [
+        (500, {"errorCode": "ERROR", "message": "internal error"})
+    ]
+    assert grpc_reply == (grpc.StatusCode.INTERNAL, "internal error")
+    errors = [r for r in api_log.records if r.levelno >= logging.WARNING]
+    assert [(r.name, r.exc_info) for r in errors] == [("meshwire.dapr", None)] * 2
+    first = errors[0].getMessage()
+    assert first.startswith(
+        "dapr api: GET /v1.0/state/memstore/k failed: ZeroDivisionError: a bug some input found"
+    )
+    assert "test_dapr_bad_input.py" in first  # where it was raised
+    assert (
+        errors[1]
+        .getMessage()
+        .startswith("dapr api: dapr.proto.runtime.v1.Dapr/GetState failed: ZeroDivisionError")
+    )
+    assert "\n" not in first + errors[1].getMessage()
+
+
+async def test_a_store_failure_is_not_unexpected(tmp_path: Path) -> None:
+    """Typed failures keep their Dapr code (this is what the catch-all must not swallow)."""
+    async with sidecar("orders", None, tmp_path, *two_stores(tmp_path)) as running:
+        runtime = running.app.sidecar
+        assert runtime is not None
+        store = runtime.state.get("memstore")
+        assert store is not None
+
+        async def failing(key: str) -> None:
+            raise StateError("disk on fire")
+
+        store.store.get = failing  # type: ignore[method-assign]
+        reply = await call(running.port("dapr-http"), "GET", "/v1.0/state/memstore/k")
+    assert dapr_error(reply) == (
+        500,
+        {
+            "errorCode": "ERR_STATE_GET",
+            "message": "fail to get k from state store memstore: disk on fire",
+        },
+    )
 
 
 # --- gRPC helpers -----------------------------------------------------------------------------
