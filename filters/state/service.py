@@ -226,7 +226,7 @@ class StateService:
         except NotSupported as exc:
             raise errors.not_supported(named.name, "transaction") from exc
         except StateError as exc:
-            message = f"error while executing state transaction: {exc}"
+            message = f"error while executing state transaction: {_reason(exc)}"
             raise errors.store_failure("ERR_STATE_TRANSACTION", message, exc) from exc
 
     async def query(

@@ -231,6 +231,28 @@ async def test_a_stored_expiry_past_year_9999_still_reads(tmp_path: Path) -> Non
     assert json.loads(bulk.body)[0]["metadata"] == {"ttlExpireTime": "9999-12-31T23:59:59Z"}
 
 
+# --- messages ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_a_failed_transaction_says_why_without_the_stored_key(
+    tmp_path: Path, store: str
+) -> None:
+    """The store's own message named the stored key as a Python repr ('orders||a\\tb')."""
+    upsert = {"operation": "upsert", "request": {"key": "a\tb", "value": 1, "etag": "9"}}
+    async with stores_sidecar(tmp_path) as port:
+        reply = await call(
+            port, "POST", f"/v1.0/state/{store}/transaction", {"operations": [upsert]}
+        )
+    assert dapr_error(reply) == (
+        500,
+        {
+            "errorCode": "ERR_STATE_TRANSACTION",
+            "message": "error while executing state transaction: possible etag mismatch",
+        },
+    )
+
+
 # --- content types ----------------------------------------------------------------------------
 
 
