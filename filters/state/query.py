@@ -6,11 +6,12 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
-from filters.dapr.params import BadJson, load_json
+from filters.dapr.params import BadJson, load_json, printable
 from filters.state.store import Query
 
 __all__ = [
     "MAX_FILTER_DEPTH",
+    "MAX_PAGE",
     "NOT_JSON",
     "QueryError",
     "decode_json",
@@ -33,6 +34,9 @@ ORDERS = ("ASC", "DESC")
 # AND/OR nested deeper than this is refused: filters are evaluated and turned into SQL by
 # recursion, and SQL engines have expression depth limits of their own.
 MAX_FILTER_DEPTH = 32
+# A page's limit and a token's offset reach SQL as integers: past 32 bits no store could mean
+# them, and SQLite cannot even bind a number past 64 bits.
+MAX_PAGE = 2**31 - 1
 MISSING = object()
 NOT_JSON = object()  # decode_json's answer for values that are not JSON text
 
@@ -78,8 +82,8 @@ def validate_query(query: Query) -> int:
         field_path(key, f"sort[{i}].key")
         if order not in ORDERS:
             raise QueryError(f"sort[{i}].order: expected ASC or DESC, got {order!r}")
-    if query.limit is not None and query.limit < 0:
-        raise QueryError(f"page.limit: expected a non-negative integer, got {query.limit!r}")
+    if query.limit is not None and not 0 <= query.limit <= MAX_PAGE:
+        raise QueryError(f"page.limit: expected an integer from 0 to {MAX_PAGE}, got {query.limit}")
     return decode_token(query.token)
 
 
@@ -134,8 +138,8 @@ def decode_token(token: str | None) -> int:
     """The offset a token stands for; QueryError if it is not one we issued."""
     if token is None or token == "":
         return 0
-    if not token.isascii() or not token.isdigit():
-        raise QueryError(f"page.token: {token!r} is not a token this store issued")
+    if not token.isascii() or not token.isdigit() or len(token) > 10 or int(token) > MAX_PAGE:
+        raise QueryError(f"page.token: {printable(token[:40])} is not a token this store issued")
     return int(token)
 
 
@@ -237,8 +241,9 @@ def _parse_limit(page: object) -> int | None:
     limit = page.get("limit")
     if limit is None:
         return None
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-        raise QueryError(f"page.limit: expected a non-negative integer, got {limit!r}")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_PAGE:
+        shown = printable(json.dumps(limit)[:40])
+        raise QueryError(f"page.limit: expected an integer from 0 to {MAX_PAGE}, got {shown}")
     # Dapr treats a zero limit as "no limit".
     return limit or None
 

@@ -184,6 +184,26 @@ async def test_a_query_nests_and_or_at_most_32_deep(tmp_path: Path, store: str) 
     )
 
 
+@pytest.mark.parametrize("store", STORES)
+async def test_a_page_past_32_bits_is_a_400(tmp_path: Path, store: str) -> None:
+    """SQLite cannot bind a LIMIT or OFFSET past 64 bits (an OverflowError, not a store
+    error): the query refuses both before any store sees them."""
+    target = f"/v1.0-alpha1/state/{store}/query"
+    async with stores_sidecar(tmp_path) as port:
+        limit = await call(port, "POST", target, b'{"page":{"limit":100000000000000000000000}}')
+        token = await call(port, "POST", target, b'{"page":{"token":"100000000000000000000000"}}')
+        largest = await call(port, "POST", target, {"page": {"limit": 2**31 - 1}})
+    assert dapr_error(limit) == malformed(
+        "failed deserializing HTTP body: page.limit: expected an integer from 0 to 2147483647, "
+        "got 100000000000000000000000"
+    )
+    assert dapr_error(token) == malformed(
+        "failed deserializing HTTP body: page.token: 100000000000000000000000 is not a token "
+        "this store issued"
+    )
+    assert largest.status == 204
+
+
 # --- ttlInSeconds -----------------------------------------------------------------------------
 
 

@@ -55,9 +55,11 @@ def test_empty_query_and_filter_mean_everything() -> None:
         ('{"sort": {"key": "a"}}', "sort: expected a list"),
         ('{"sort": [{"key": "a", "order": "UP"}]}', "sort[0].order: expected ASC or DESC"),
         ('{"sort": [{"order": "ASC"}]}', "sort[0].key: expected a non-empty field name"),
-        ('{"page": {"limit": -1}}', "page.limit: expected a non-negative integer"),
-        ('{"page": {"limit": "3"}}', "page.limit: expected a non-negative integer"),
+        ('{"page": {"limit": -1}}', "page.limit: expected an integer from 0 to 2147483647"),
+        ('{"page": {"limit": "3"}}', "page.limit: expected an integer from 0 to 2147483647"),
         ('{"page": {"token": "abc"}}', "is not a token this store issued"),
+        ('{"page": {"limit": 2147483648}}', "page.limit: expected an integer from 0 to"),
+        ('{"page": {"token": "2147483648"}}', "2147483648 is not a token this store issued"),
         ('{"page": {"size": 3}}', "page: unknown fields ['size']"),
     ],
 )
