@@ -23,7 +23,14 @@ from filters.state.store import StateError
 from proxy.http.model import BytesBody, Request, Response
 from tests.integration.harness import Reply, backend
 from tests.integration.sidecars import sidecar
-from tests.integration.test_state_api import STORES, call, stores_sidecar, two_stores
+from tests.integration.test_state_api import (
+    STORES,
+    call,
+    component,
+    resources,
+    stores_sidecar,
+    two_stores,
+)
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 MAX_VALUE_BYTES = 4096  # a metadata attribute's value
@@ -202,6 +209,50 @@ async def test_a_page_past_32_bits_is_a_400(tmp_path: Path, store: str) -> None:
         "this store issued"
     )
     assert largest.status == 204
+
+
+# --- pub/sub ----------------------------------------------------------------------------------
+
+
+async def test_publish_takes_bad_input_as_daprd_does(tmp_path: Path) -> None:
+    """With a broker that cannot expire messages itself, the envelope carries `expiration`:
+    a TTL past any timestamp overflowed building it. A body too deep for JSON is text, as any
+    other non-JSON body; as the app's own CloudEvent it is daprd's ERR_PUBSUB_CLOUD_EVENTS_SER.
+    Names are UTF-8 text, as state keys are."""
+    flags = resources(tmp_path / "resources", component("pubsub", "pubsub.in-memory"))
+    json_type = [("content-type", "application/json")]
+    events = [("content-type", "application/cloudevents+json")]
+    async with sidecar("orders", None, tmp_path, *flags) as running:
+        port = running.port("dapr-http")
+        base = "/v1.0/publish/pubsub"
+        ttl = "ttlInSeconds=99999999999999999999"
+        long_ttl = await call(port, "POST", f"{base}/t?metadata.ttlInSeconds=9223372036854775807")
+        past_64_bits = await call(port, "POST", f"{base}/t?metadata.{ttl}", b"x")
+        deep = await call(port, "POST", f"{base}/t", DEEP, json_type)
+        deep_event = await call(port, "POST", f"{base}/t", DEEP, events)
+        topic = await call(port, "POST", f"{base}/%ED%A0%80", b"x")
+        name = await call(port, "POST", "/v1.0/publish/%FF/t", b"x")
+    assert (long_ttl.status, deep.status) == (204, 204)
+    assert dapr_error(past_64_bits) == (
+        400,
+        {
+            "errorCode": "ERR_PUBSUB_REQUEST_METADATA",
+            "message": "failed deserializing metadata: ttlInSeconds must be an integer, "
+            "got 99999999999999999999",
+        },
+    )
+    status, body = dapr_error(deep_event)
+    assert (status, body["errorCode"]) == (500, "ERR_PUBSUB_CLOUD_EVENTS_SER")
+    assert body["message"].startswith(
+        "error when publishing to topic t in pubsub pubsub: cannot create cloudevent: "
+        "body is not JSON: "
+    )
+    assert dapr_error(topic) == malformed(
+        r"invalid pubsub name or topic: \xed\xa0\x80 is not valid UTF-8 (byte 0)"
+    )
+    assert dapr_error(name) == malformed(
+        r"invalid pubsub name or topic: \xff is not valid UTF-8 (byte 0)"
+    )
 
 
 # --- ttlInSeconds -----------------------------------------------------------------------------
