@@ -5,10 +5,21 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
-from filters.dapr.invoke import API_TOKEN, APP_ID_HEADER, ERR_DIRECT_INVOKE, Invoker, split_app_id
+from filters.dapr.app_callback import read_body
+from filters.dapr.extended import MAX_VALUE_BYTES, set_attribute
+from filters.dapr.invoke import (
+    API_TOKEN,
+    APP_ID_HEADER,
+    ERR_DIRECT_INVOKE,
+    Invoker,
+    app_id_text,
+    split_app_id,
+)
 from filters.dapr.metering import api_path
+from filters.dapr.params import BadParam, path_param, printable
+from filters.dapr.unexpected import unexpected
 from filters.pubsub import http_api as publish_http  # pub/sub (S4)
 from filters.pubsub.components import pubsub_components  # pub/sub (S4)
 from filters.pubsub.publisher import Publisher  # pub/sub (S4)
@@ -16,7 +27,7 @@ from filters.state import http_api as state_http  # state management (S3)
 from filters.state.observe import Observer  # state management (S3)
 from filters.state.registry import registered_components  # state management (S3)
 from filters.tracing.body import EndingBody
-from proxy.http.errors import DaprApiError
+from proxy.http.errors import DaprApiError, ProxyError
 from proxy.http.model import BytesBody, Request, Response, header_get
 from proxy.sidecar.runtime import SidecarRuntime
 
@@ -68,8 +79,14 @@ class DaprApi:
         target = header_get(request.headers, APP_ID_HEADER)
         label = api_path(_clean(request.path), target is not None)
         try:
-            response = await self._serve(request)
-        except DaprApiError as exc:
+            try:
+                response = await self._serve(request)
+            except ProxyError:
+                raise
+            except Exception as exc:  # a bug met by some input: Dapr's 500, one log line
+                call = f"{method} {printable(request.path[:200])}"
+                raise unexpected(call, exc) from exc
+        except ProxyError as exc:
             elapsed = (time.monotonic() - started) * 1000
             metrics.server(method, label, exc.status, elapsed, received.count, 0)
             raise
@@ -102,14 +119,14 @@ class DaprApi:
         target = header_get(request.headers, APP_ID_HEADER)
         if target is None:
             raise DaprApiError(ERR_DIRECT_INVOKE, _NO_APP_ID, status=404)
-        return await self._invoke(request, target.decode("latin-1"), request.target)
+        return await self._invoke(request, app_id_text(target), request.target)
 
     async def _healthz(self, request: Request, query: bytes) -> Response:
         wanted = parse_qs(query.decode("latin-1")).get("appid")
         if wanted and wanted[0] != self.runtime.app_id:
             raise DaprApiError(
                 "ERR_HEALTH_APPID_NOT_MATCH",
-                f"dapr app-id does not match: {wanted[0]} != {self.runtime.app_id}",
+                f"dapr app-id does not match: {printable(wanted[0])} != {self.runtime.app_id}",
             )
         if not self.runtime.ready:
             waiting = "app channel" if self.runtime.outbound_ready.is_set() else "outbound"
@@ -147,13 +164,13 @@ class DaprApi:
         return json_response(200, value)
 
     async def _set_metadata(self, request: Request, path: bytes) -> Response:
-        key = unquote(path[len(b"/v1.0/metadata/") :].decode("latin-1"))
-        value = bytearray()
-        while chunk := await request.body.read():
-            value += chunk
-            if len(value) > self.max_body_size:
-                raise DaprApiError("ERR_BODY_READ", "request body too large", status=413)
-        self.runtime.extended[key] = value.decode("utf-8", "replace")
+        try:
+            key = path_param(path[len(b"/v1.0/metadata/") :])
+        except BadParam as exc:
+            message = f"metadata key: {exc}"
+            raise DaprApiError("ERR_MALFORMED_REQUEST", message, status=400) from None
+        value = await read_body(request.body, MAX_VALUE_BYTES)
+        set_attribute(self.runtime.extended, key, value.decode("utf-8", "replace"))
         return no_content()
 
     async def _shutdown(self, request: Request, query: bytes) -> Response:
@@ -168,7 +185,7 @@ class DaprApi:
                 raise DaprApiError(ERR_DIRECT_INVOKE, "method name is required", status=400)
             raise DaprApiError(ERR_DIRECT_INVOKE, _NO_APP_ID, status=404)
         target_path = b"/" + method + (b"?" + query if query else b"")
-        return await self._invoke(request, unquote(app_id.decode("latin-1")), target_path)
+        return await self._invoke(request, app_id_text(app_id, percent_encoded=True), target_path)
 
     async def _invoke(self, request: Request, target: str, target_path: bytes) -> Response:
         app_id, namespace = split_app_id(target, self.runtime.namespace)

@@ -19,7 +19,16 @@ from filters.dapr.app_callback import (
     metadata_from_headers,
     read_body,
 )
-from filters.dapr.invoke import API_TOKEN, APP_ID_HEADER, CALLEE_APP_ID, Invoker, split_app_id
+from filters.dapr.extended import set_attribute
+from filters.dapr.invoke import (
+    API_TOKEN,
+    APP_ID_HEADER,
+    CALLEE_APP_ID,
+    Invoker,
+    app_id_text,
+    split_app_id,
+)
+from filters.dapr.unexpected import unexpected
 from filters.pubsub.components import pubsub_components  # pub/sub (S4)
 from filters.pubsub.grpc_api import PubSubGrpcApi  # pub/sub (S4)
 from filters.pubsub.publisher import Publisher  # pub/sub (S4)
@@ -31,7 +40,7 @@ from proxy.grpc.context import RequestContext
 from proxy.grpc.metadata import CONTENT_TYPE, is_grpc_content_type, sendable_metadata
 from proxy.grpc.service import GrpcServiceTerminal, UnaryHandler
 from proxy.grpc.status import GrpcError, StatusCode, code_for_transport_status, error_trailers
-from proxy.http.errors import DaprApiError
+from proxy.http.errors import DaprApiError, ProxyError
 from proxy.http.model import BytesBody, EmptyBody, Headers, Request, Response, header_get
 from proxy.sidecar.runtime import SidecarRuntime
 
@@ -81,7 +90,7 @@ class DaprGrpc:
             max_receive_message_size=max_message_size, max_send_message_size=max_message_size
         )
         for name, handler in self._methods().items():
-            self.api.add_method(DAPR.methods_by_name[name], handler)
+            self.api.add_method(DAPR.methods_by_name[name], _guarded(name, handler))
         # Pub/sub (S4): SubscribeTopicEventsAlpha1, a bidirectional stream.
         self.api.add_method(
             SUBSCRIBE_STREAM,
@@ -140,7 +149,7 @@ class DaprGrpc:
         if target is None:
             raise GrpcError(StatusCode.UNKNOWN, NO_PROXY_TARGET)
         try:
-            app_id, namespace = split_app_id(target.decode("latin-1"), self.runtime.namespace)
+            app_id, namespace = split_app_id(app_id_text(target), self.runtime.namespace)
             response = await self.invoker.invoke(request, app_id, namespace, request.target)
         except DaprApiError as exc:
             raise api_error(exc) from exc
@@ -227,12 +236,29 @@ class DaprGrpc:
         return reply
 
     async def _set_metadata(self, call: SetMetadataRequest, ctx: RequestContext) -> Message:
-        self.runtime.extended[call.key] = call.value
+        try:
+            set_attribute(self.runtime.extended, call.key, call.value)
+        except DaprApiError as exc:
+            raise api_error(exc) from None
         return empty_pb2.Empty()
 
     async def _shutdown(self, call: Message, ctx: RequestContext) -> Message:
         self.runtime.request_shutdown()
         return empty_pb2.Empty()
+
+
+def _guarded(name: str, handler: UnaryHandler[Any]) -> UnaryHandler[Any]:
+    """A method whose unexpected exceptions are one log line and daprd's unknown error."""
+
+    async def call(request: Any, ctx: RequestContext) -> Message:
+        try:
+            return await handler(request, ctx)
+        except (GrpcError, ProxyError):
+            raise
+        except Exception as exc:
+            raise api_error(unexpected(f"{DAPR.full_name}/{name}", exc)) from exc
+
+    return call
 
 
 async def _not_grpc(response: Response) -> GrpcError:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 import trio
 
 from filters.dapr.app_callback import call_on_invoke
+from filters.dapr.params import BadParam, path_param, printable
 from filters.tracing.body import EndingBody
 from proxy.discovery.base import ResolutionError
 from proxy.discovery.base import split_app_id as split_key
 from proxy.grpc.framing import DEFAULT_MAX_MESSAGE_SIZE
 from proxy.grpc.metadata import is_grpc_content_type
 from proxy.http.errors import DaprApiError, ProxyError, UpstreamConnectFailure
+from proxy.http.hop_by_hop import strip_hop_by_hop
 from proxy.http.model import Body, BytesBody, EmptyBody, Headers, Request, Response, header_get
 from proxy.sidecar.runtime import SidecarRuntime
 from proxy.upstream.outgoing import SMALL_BODY
@@ -35,16 +38,36 @@ APP_ID_HEADER = b"dapr-app-id"
 API_TOKEN = b"dapr-api-token"
 APP_PATH_LABEL = "/*"  # bounded: the app's own paths are not labels
 _STAMPED = frozenset({CALLER_APP_ID, CALLER_NAMESPACE, CALLEE_APP_ID, CALLEE_NAMESPACE})
+MAX_APP_ID = 253  # app.namespace: a DNS name's length at most
+_ILLEGAL_IN_APP_ID = re.compile(r"[/\\\s\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def split_app_id(text: str, default_namespace: str) -> tuple[str, str]:
-    """`app` or `app.namespace` (name resolution's rule), as Dapr's API error when invalid."""
+    """`app` or `app.namespace` (name resolution's rule), as Dapr's API error when invalid.
+    The one check every invocation target passes (HTTP path and header, gRPC): no `/`, `\\`,
+    whitespace or control characters, which no app id holds and which would otherwise reach
+    name resolution, headers and logs."""
+    if not text or len(text) > MAX_APP_ID or _ILLEGAL_IN_APP_ID.search(text):
+        raise invalid_app_id(text)
     try:
         return split_key(text, default_namespace)
     except ValueError:
-        raise DaprApiError(
-            ERR_DIRECT_INVOKE, f"failed to invoke, id: {text}, err: invalid app id", status=400
-        ) from None
+        raise invalid_app_id(text) from None
+
+
+def app_id_text(raw: bytes, *, percent_encoded: bool = False) -> str:
+    """An app id from the wire (a URL path segment, a header): UTF-8 or 400."""
+    try:
+        return path_param(raw) if percent_encoded else raw.decode("utf-8")
+    except (BadParam, UnicodeDecodeError):
+        raise invalid_app_id(raw) from None
+
+
+def invalid_app_id(app_id: str | bytes) -> DaprApiError:
+    shown = printable(app_id[:MAX_APP_ID])
+    return DaprApiError(
+        ERR_DIRECT_INVOKE, f"failed to invoke, id: {shown}, err: invalid app id", status=400
+    )
 
 
 def without(headers: Headers, names: frozenset[bytes]) -> Headers:
@@ -73,7 +96,8 @@ class Invoker:
     ) -> Response:
         runtime = self.runtime
         request.target = target_path
-        request.headers = without(request.headers, _STAMPED | {API_TOKEN, APP_ID_HEADER})
+        headers = strip_hop_by_hop(request.headers)  # `te: trailers` stays, for gRPC
+        request.headers = without(headers, _STAMPED | {API_TOKEN, APP_ID_HEADER})
         if target == runtime.app_id and namespace == runtime.namespace:
             return await self.to_app(request, runtime.app_id, runtime.namespace)
         request.headers.append((CALLEE_APP_ID, target.encode()))
@@ -87,7 +111,7 @@ class Invoker:
         app = runtime.app
         if app is None:
             raise invoke_failed(runtime.app_id, "app channel is not initialized (no --app-port)")
-        headers = without(request.headers, _STAMPED)
+        headers = without(strip_hop_by_hop(request.headers), _STAMPED)
         headers.append((CALLER_APP_ID, caller.encode()))
         headers.append((CALLER_NAMESPACE, caller_namespace.encode()))
         headers.append((CALLEE_APP_ID, runtime.app_id.encode()))

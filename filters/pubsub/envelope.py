@@ -154,7 +154,7 @@ def _json_or_text(body: bytes) -> object:
     not valid JSON."""
     try:
         _json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # nested too deep is not JSON to us either
         return body.decode("utf-8", "replace")
     return msgspec.Raw(body.strip())
 
@@ -170,7 +170,7 @@ def _complete_user_event(
 ) -> bytes:
     try:
         event = _json.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise EnvelopeError(f"cannot create cloudevent: body is not JSON: {exc}") from None
     if not isinstance(event, dict):
         raise EnvelopeError("cannot create cloudevent: body is not a JSON object")
@@ -214,7 +214,7 @@ def parse_event(data: bytes) -> dict[str, object]:
     """A delivered message as a CloudEvent; EnvelopeError if it is not a JSON object."""
     try:
         event = _json.decode(data)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise EnvelopeError(f"failed to deserialize cloudevent: {exc}") from None
     if not isinstance(event, dict):
         raise EnvelopeError("failed to deserialize cloudevent: not a JSON object")

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
-from urllib.parse import unquote
 
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from filters.dapr.app_callback import read_body
-from filters.dapr.params import is_json_content_type, metadata_params
+from filters.dapr.params import (
+    BadJson,
+    BadParam,
+    is_json_content_type,
+    load_json,
+    metadata_params,
+    path_param,
+)
 from filters.pubsub.delivery import parse_traceparent
 from filters.pubsub.envelope import CLOUDEVENTS_JSON, OCTET_STREAM
 from filters.pubsub.publisher import BulkEntry, Publisher
@@ -40,9 +46,14 @@ def span_context(request: Request) -> SpanContext:
 
 
 def _split(rest: bytes) -> tuple[str, str]:
-    """`{pubsub}/{topic...}`: the topic is everything after the first `/`, slashes included."""
+    """`{pubsub}/{topic...}`: the topic is everything after the first `/`, slashes included;
+    each must be UTF-8 once percent-decoded (a U+FFFD would make two topics one)."""
     name, _, topic = rest.partition(b"/")
-    return unquote(name.decode("latin-1")), unquote(topic.decode("latin-1"))
+    try:
+        return path_param(name), path_param(topic)
+    except BadParam as exc:
+        message = f"invalid pubsub name or topic: {exc}"
+        raise DaprApiError("ERR_MALFORMED_REQUEST", message, status=400) from None
 
 
 class PublishHttpApi:
@@ -99,8 +110,8 @@ def _events_error(message: str) -> DaprApiError:
 def parse_bulk_entries(body: bytes) -> list[BulkEntry]:
     """The JSON array of {entryId, event, contentType, metadata} a bulk publish carries."""
     try:
-        raw = json.loads(body)
-    except ValueError as exc:
+        raw = load_json(body)
+    except BadJson as exc:
         raise _events_error(f"error when unmarshaling the request body: {exc}") from None
     if not isinstance(raw, list):
         raise _events_error("error when unmarshaling the request body: expected a JSON array")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from opentelemetry.util.types import AttributeValue
 
 from exporters.dapr_metrics import DaprMetrics
 from exporters.spans import RecordingSpan, SpanRecorder
-from filters.dapr.params import metadata_value
+from filters.dapr.params import metadata_value, printable
 from filters.pubsub.broker import Feature, PublishRequest, PubSubError
 from filters.pubsub.components import NamedPubSub, PubSubs
 from filters.pubsub.envelope import CLOUDEVENTS_JSON, EnvelopeError, Overrides, build_envelope
@@ -23,6 +24,8 @@ __all__ = ["BulkEntry", "Publisher", "traceparent_of"]
 
 RAW_PAYLOAD = "rawPayload"
 TTL_IN_SECONDS = "ttlInSeconds"
+MAX_TTL_SECONDS = (2**63 - 1) // 10**9  # a Go time.Duration's range, in seconds
+_INTEGER = re.compile(r"[+-]?[0-9]+")  # Go's strconv.ParseInt(s, 10, 64)
 BULK_PARALLELISM = 16  # entries of one bulk publish in flight at once
 
 
@@ -41,23 +44,26 @@ def _flag(metadata: Mapping[str, str], key: str) -> bool:
         return False
     raise DaprApiError(
         "ERR_PUBSUB_REQUEST_METADATA",
-        f"failed deserializing metadata: {key} must be a boolean, got {raw!r}",
+        f"failed deserializing metadata: {key} must be a boolean, got {printable(raw[:40])}",
         status=400,
     )
 
 
 def _ttl(metadata: Mapping[str, str]) -> int | None:
+    """`ttlInSeconds` as components-contrib's TryGetTTL reads it: a 64-bit integer, and past
+    what a Go duration holds (~292 years) that much; an envelope's `expiration` then stays a
+    timestamp (a larger one overflowed building it: a 500)."""
     raw = metadata_value(metadata, TTL_IN_SECONDS).strip()
     if not raw:
         return None
-    try:
-        return int(raw)
-    except ValueError:
+    if not _INTEGER.fullmatch(raw) or not -(2**63) <= int(raw) < 2**63:
         raise DaprApiError(
             "ERR_PUBSUB_REQUEST_METADATA",
-            f"failed deserializing metadata: ttlInSeconds must be an integer, got {raw!r}",
+            "failed deserializing metadata: ttlInSeconds must be an integer, "
+            f"got {printable(raw[:40])}",
             status=400,
-        ) from None
+        )
+    return min(int(raw), MAX_TTL_SECONDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,13 +5,20 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 from filters.dapr.app_callback import read_body
-from filters.dapr.params import is_json_content_type, metadata_params
+from filters.dapr.params import (
+    BadJson,
+    BadParam,
+    is_json_content_type,
+    load_json,
+    metadata_params,
+    path_param,
+)
 from filters.state import api_errors as errors
 from filters.state.observe import Observer
-from filters.state.query import QueryError, parse_query
+from filters.state.query import NOT_JSON, QueryError, decode_json, parse_query
 from filters.state.registry import StateStores
 from filters.state.service import (
     TTL_EXPIRE_TIME,
@@ -75,8 +82,8 @@ class StateHttpApi:
     async def _body(self, request: Request) -> object:
         data = await read_body(request.body, self.max_body_size)
         try:
-            return json.loads(data) if data.strip() else None
-        except ValueError as exc:
+            return load_json(data) if data.strip() else None
+        except BadJson as exc:
             raise errors.malformed(f"failed deserializing HTTP body: {exc}") from None
 
     async def _save(self, request: Request, store: str, params: dict[str, str]) -> Response:
@@ -94,7 +101,7 @@ class StateHttpApi:
         item = await self.service.get(named, key, _trace(request))
         if item is None:
             return _status(204)
-        content_type = item.content_type.encode("latin-1") if item.content_type else _JSON
+        content_type = content_type_header(item.content_type)
         headers: Headers = [(b"content-type", content_type), (b"etag", item.etag.encode())]
         expires = expire_time(item)
         if expires is not None:
@@ -188,11 +195,18 @@ def data_json(value: bytes) -> str:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
         return _dumps(base64.b64encode(value).decode("ascii"))
-    try:
-        json.loads(text)
-    except ValueError:
+    # Strict: a value saved over gRPC may be NaN or nested past any parser's patience.
+    if decode_json(value) is NOT_JSON:
         return _dumps(text)
     return text
+
+
+def content_type_header(content_type: str | None) -> bytes:
+    """A stored content type as the GET answer's header (validated at save; an older row
+    holding what a header cannot carry falls back to JSON's)."""
+    if not content_type or not content_type.isprintable():
+        return _JSON
+    return content_type.encode("utf-8")
 
 
 def encode_value(value: object, content_type: str | None) -> bytes:
@@ -244,7 +258,10 @@ def _string_map(raw: object) -> dict[str, str]:
 
 
 def _param(raw: bytes) -> str:
-    return unquote(raw.decode("latin-1"))
+    try:
+        return path_param(raw)
+    except BadParam as exc:
+        raise errors.malformed(f"invalid path parameter: {exc}") from None
 
 
 def _trace(request: Request) -> RequestTrace | None:

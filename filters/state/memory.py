@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from config.dapr.component import Component
+from filters.dapr.params import printable
 from filters.state.query import (
     NOT_JSON,
     decode_json,
@@ -129,6 +130,6 @@ def _check(op: SetRequest | DeleteRequest, current: _Entry | None) -> None:
     """Dapr's etag and first-write rules for one operation against the live entry."""
     if op.etag is not None:
         if current is None or current.item.etag != op.etag:
-            raise ETagMismatch(f"etag mismatch for key {op.key!r}")
+            raise ETagMismatch(f"etag mismatch for key {printable(op.key)}")
     elif isinstance(op, SetRequest) and op.concurrency == "first-write" and current is not None:
-        raise ETagMismatch(f"first-write: key {op.key!r} already exists")
+        raise ETagMismatch(f"first-write: key {printable(op.key)} already exists")

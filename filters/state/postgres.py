@@ -17,6 +17,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from config.dapr.component import Component
+from filters.dapr.params import printable
 from filters.state.metadata import ComponentMetadata
 from filters.state.postgres_query import sql_condition, sql_sort_terms
 from filters.state.query import (
@@ -299,8 +300,8 @@ class PostgresStore:
                 changed = conn.execute(statement, params).rowcount
                 if changed == 0 and _is_conditional(op):
                     if op.etag is not None:
-                        raise ETagMismatch(f"etag mismatch for key {op.key!r}")
-                    raise ETagMismatch(f"first-write: key {op.key!r} already exists")
+                        raise ETagMismatch(f"etag mismatch for key {printable(op.key)}")
+                    raise ETagMismatch(f"first-write: key {printable(op.key)} already exists")
 
     # -- trio side ---------------------------------------------------------------------------
 
@@ -357,10 +358,12 @@ def _identifier(name: str) -> sql.Identifier:
 def _etag(key: str, etag: str) -> int:
     """The etag as the number it must be; "" can never match (ETagMismatch)."""
     if etag == "":
-        raise ETagMismatch(f"etag mismatch for key {key!r}")
+        raise ETagMismatch(f"etag mismatch for key {printable(key)}")
     text = etag.strip()
     if not text.isascii() or not text.isdigit() or int(text) > _MAX_ETAG:
-        raise ETagInvalid(f"invalid etag {etag!r} for key {key!r}: postgresql etags are numbers")
+        raise ETagInvalid(
+            f"invalid etag {printable(etag)} for key {printable(key)}: postgresql etags are numbers"
+        )
     return int(text)
 
 

@@ -6,9 +6,12 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
+from filters.dapr.params import BadJson, load_json, printable
 from filters.state.store import Query
 
 __all__ = [
+    "MAX_FILTER_DEPTH",
+    "MAX_PAGE",
     "NOT_JSON",
     "QueryError",
     "decode_json",
@@ -28,6 +31,12 @@ T = TypeVar("T")
 
 OPERATORS = ("EQ", "IN", "AND", "OR")
 ORDERS = ("ASC", "DESC")
+# AND/OR nested deeper than this is refused: filters are evaluated and turned into SQL by
+# recursion, and SQL engines have expression depth limits of their own.
+MAX_FILTER_DEPTH = 32
+# A page's limit and a token's offset reach SQL as integers: past 32 bits no store could mean
+# them, and SQLite cannot even bind a number past 64 bits.
+MAX_PAGE = 2**31 - 1
 MISSING = object()
 NOT_JSON = object()  # decode_json's answer for values that are not JSON text
 
@@ -41,8 +50,8 @@ def parse_query(body: bytes | str | Mapping[str, object]) -> Query:
     raw: object = body
     if isinstance(body, bytes | str):
         try:
-            raw = json.loads(body)
-        except ValueError as exc:
+            raw = load_json(body)
+        except BadJson as exc:
             raise QueryError(f"the query is not valid JSON: {exc}") from None
     if not isinstance(raw, Mapping):
         raise QueryError("the query must be a JSON object")
@@ -73,13 +82,16 @@ def validate_query(query: Query) -> int:
         field_path(key, f"sort[{i}].key")
         if order not in ORDERS:
             raise QueryError(f"sort[{i}].order: expected ASC or DESC, got {order!r}")
-    if query.limit is not None and query.limit < 0:
-        raise QueryError(f"page.limit: expected a non-negative integer, got {query.limit!r}")
+    if query.limit is not None and not 0 <= query.limit <= MAX_PAGE:
+        raise QueryError(f"page.limit: expected an integer from 0 to {MAX_PAGE}, got {query.limit}")
     return decode_token(query.token)
 
 
-def validate_filter(filter_: Mapping[str, object], where: str = "filter") -> None:
-    """Raise QueryError unless `filter_` is one well-formed EQ/IN/AND/OR node (recursively)."""
+def validate_filter(filter_: Mapping[str, object], where: str = "filter", depth: int = 0) -> None:
+    """Raise QueryError unless `filter_` is one well-formed EQ/IN/AND/OR node (recursively),
+    with AND/OR nested at most MAX_FILTER_DEPTH deep."""
+    if depth > MAX_FILTER_DEPTH:
+        raise QueryError(f"filter: AND/OR nested more than {MAX_FILTER_DEPTH} deep")
     if len(filter_) != 1:
         raise QueryError(f"{where}: expected exactly one of {', '.join(OPERATORS)}")
     ((op, arg),) = filter_.items()
@@ -102,7 +114,7 @@ def validate_filter(filter_: Mapping[str, object], where: str = "filter") -> Non
         for i, child in enumerate(arg):
             if not isinstance(child, Mapping):
                 raise QueryError(f"{where}.{op}[{i}]: expected an object")
-            validate_filter(child, f"{where}.{op}[{i}]")
+            validate_filter(child, f"{where}.{op}[{i}]", depth + 1)
     else:
         raise QueryError(f"{where}: unknown operator {op!r}; expected {', '.join(OPERATORS)}")
 
@@ -126,16 +138,16 @@ def decode_token(token: str | None) -> int:
     """The offset a token stands for; QueryError if it is not one we issued."""
     if token is None or token == "":
         return 0
-    if not token.isascii() or not token.isdigit():
-        raise QueryError(f"page.token: {token!r} is not a token this store issued")
+    if not token.isascii() or not token.isdigit() or len(token) > 10 or int(token) > MAX_PAGE:
+        raise QueryError(f"page.token: {printable(token[:40])} is not a token this store issued")
     return int(token)
 
 
 def decode_json(value: bytes) -> object:
-    """`value` parsed as strict UTF-8 JSON (no NaN/Infinity), or NOT_JSON."""
+    """`value` parsed as strict JSON (the API's rules: `load_json`), or NOT_JSON."""
     try:
-        return json.loads(value.decode("utf-8"), parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
+        return load_json(value)
+    except BadJson:
         return NOT_JSON
 
 
@@ -229,8 +241,9 @@ def _parse_limit(page: object) -> int | None:
     limit = page.get("limit")
     if limit is None:
         return None
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-        raise QueryError(f"page.limit: expected a non-negative integer, got {limit!r}")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_PAGE:
+        shown = printable(json.dumps(limit)[:40])
+        raise QueryError(f"page.limit: expected an integer from 0 to {MAX_PAGE}, got {shown}")
     # Dapr treats a zero limit as "no limit".
     return limit or None
 
@@ -264,7 +277,3 @@ def _equal(found: object, wanted: object) -> bool:
     if isinstance(found, int | float) and isinstance(wanted, int | float):
         return found == wanted
     return type(found) is type(wanted) and found == wanted
-
-
-def _refuse_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")

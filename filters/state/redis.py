@@ -13,6 +13,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from config.dapr.component import Component
+from filters.dapr.params import printable
 from filters.state.metadata import ComponentMetadata
 from filters.state.store import (
     DeleteRequest,
@@ -196,8 +197,8 @@ class RedisStore:
         if failed:
             op = operations[failed - 1]
             if op.etag is not None:
-                raise ETagMismatch(f"etag mismatch for key {op.key!r}")
-            raise ETagMismatch(f"first-write: key {op.key!r} already exists")
+                raise ETagMismatch(f"etag mismatch for key {printable(op.key)}")
+            raise ETagMismatch(f"first-write: key {printable(op.key)} already exists")
 
     async def query(self, query: Query) -> QueryResult:
         raise NotSupported(f"state store {self.name}: redis does not support the query API")
@@ -253,7 +254,9 @@ def _version(key: str, etag: str) -> str:
         return "-"  # never a stored version: an empty etag is a condition that cannot hold
     text = etag.strip()
     if not text.isascii() or not text.isdigit():
-        raise ETagInvalid(f"invalid etag {etag!r} for key {key!r}: redis etags are numbers")
+        raise ETagInvalid(
+            f"invalid etag {printable(etag)} for key {printable(key)}: redis etags are numbers"
+        )
     return str(int(text))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from typing import TypeVar
 
 import trio
 
+from filters.dapr.params import printable
 from filters.state import api_errors as errors
 from filters.state.api_errors import StateApiError
 from filters.state.keys import IllegalKey, KeyScheme
@@ -38,6 +40,9 @@ TTL_IN_SECONDS = "ttlInSeconds"
 CONTENT_TYPE = "contentType"
 TTL_EXPIRE_TIME = "ttlExpireTime"
 DEFAULT_PARALLELISM = 100  # daprd's limit on concurrent reads in a bulk get
+MAX_TTL_SECONDS = 2**31 - 1  # components-contrib's ParseTTL: math.MaxInt32
+_INTEGER = re.compile(r"[+-]?[0-9]+")  # Go's strconv.ParseInt(s, 10, …)
+_LAST_TIMESTAMP = "9999-12-31T23:59:59Z"
 
 
 def concurrency(value: str) -> Concurrency:
@@ -53,26 +58,38 @@ def set_request(
     metadata: Mapping[str, str],
 ) -> SetRequest:
     """A save as the store takes it; `ttlInSeconds` and `contentType` come from its metadata
-    (a TTL of -1 means none, as in Dapr)."""
-    ttl: int | None = None
-    raw_ttl = metadata.get(TTL_IN_SECONDS)
-    if raw_ttl is not None and raw_ttl.strip():
-        try:
-            ttl = int(raw_ttl)
-        except ValueError:
-            raise errors.malformed(f"{TTL_IN_SECONDS} must be an integer: {raw_ttl!r}") from None
-        if ttl < -1:
-            raise errors.malformed(f"{TTL_IN_SECONDS} must be -1 or more: {ttl}")
-        ttl = None if ttl == -1 else ttl
+    (a TTL of -1 means none, as in Dapr). Both are checked here, before any store sees them:
+    a value a store accepted but could not read back would break every later GET."""
     content_type = metadata.get(CONTENT_TYPE) or None
-    return SetRequest(key, value, etag, concurrency_, ttl, content_type)
+    if content_type is not None and not content_type.isprintable():
+        raise errors.malformed(f"{CONTENT_TYPE} {printable(content_type)} is not a header value")
+    return SetRequest(key, value, etag, concurrency_, ttl_seconds(metadata), content_type)
+
+
+def ttl_seconds(metadata: Mapping[str, str]) -> int | None:
+    """`ttlInSeconds` as Dapr's stores parse it: a base-10 integer from -1 to 2^31-1 (-1, or
+    none: no expiry); anything else is ERR_MALFORMED_REQUEST."""
+    raw = metadata.get(TTL_IN_SECONDS)
+    if raw is None or not raw.strip():
+        return None
+    text = raw.strip()
+    if not _INTEGER.fullmatch(text):
+        raise errors.malformed(f"{TTL_IN_SECONDS} must be an integer: {printable(raw[:40])}")
+    ttl = int(text)
+    if not -1 <= ttl <= MAX_TTL_SECONDS:
+        raise errors.malformed(f"{TTL_IN_SECONDS} must be from -1 to {MAX_TTL_SECONDS}: {ttl}")
+    return None if ttl == -1 else ttl
 
 
 def expire_time(item: StateItem) -> str | None:
-    """`metadata.ttlExpireTime` as Dapr's stores give it: RFC 3339 in UTC."""
+    """`metadata.ttlExpireTime` as Dapr's stores give it: RFC 3339 in UTC (a stored expiry
+    past what a timestamp can show reads as the last second of year 9999)."""
     if item.expires_at is None:
         return None
-    moment = datetime.fromtimestamp(math.floor(item.expires_at), UTC)
+    try:
+        moment = datetime.fromtimestamp(math.floor(item.expires_at), UTC)
+    except (OverflowError, OSError, ValueError):
+        return _LAST_TIMESTAMP if item.expires_at > 0 else None
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -209,7 +226,7 @@ class StateService:
         except NotSupported as exc:
             raise errors.not_supported(named.name, "transaction") from exc
         except StateError as exc:
-            message = f"error while executing state transaction: {exc}"
+            message = f"error while executing state transaction: {_reason(exc)}"
             raise errors.store_failure("ERR_STATE_TRANSACTION", message, exc) from exc
 
     async def query(

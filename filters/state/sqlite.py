@@ -14,6 +14,7 @@ import trio
 
 from config.dapr.component import Component
 from config.dapr.duration import parse_go_duration
+from filters.dapr.params import printable
 from filters.sqlite_db import connect
 from filters.state.query import (
     NOT_JSON,
@@ -262,9 +263,9 @@ def _check(op: SetRequest | DeleteRequest, etag: str | None) -> None:
     """Dapr's etag and first-write rules against the live row's etag (None: no row)."""
     if op.etag is not None:
         if etag is None or etag != op.etag:
-            raise ETagMismatch(f"etag mismatch for key {op.key!r}")
+            raise ETagMismatch(f"etag mismatch for key {printable(op.key)}")
     elif isinstance(op, SetRequest) and op.concurrency == "first-write" and etag is not None:
-        raise ETagMismatch(f"first-write: key {op.key!r} already exists")
+        raise ETagMismatch(f"first-write: key {printable(op.key)} already exists")
 
 
 def _item(row: tuple[str, str | bytes, str, str | None, float | None]) -> StateItem:

@@ -180,7 +180,9 @@ def parse_timeout(value: bytes | str) -> float:
     raw = value.encode("ascii", "replace") if isinstance(value, str) else value
     digits, unit = raw[:-1], raw[-1:]
     if not digits.isdigit() or len(digits) > _MAX_DIGITS or unit not in _UNITS:
-        raise GrpcError(StatusCode.INTERNAL, f"malformed grpc-timeout {raw!r}")
+        raise GrpcError(
+            StatusCode.INTERNAL, f"malformed grpc-timeout {raw.decode('ascii', 'backslashreplace')}"
+        )
     return int(digits) * _UNITS[unit]
 
 

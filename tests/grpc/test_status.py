@@ -140,6 +140,17 @@ def test_malformed_timeout_is_internal(value: str) -> None:
     assert caught.value.code is StatusCode.INTERNAL
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"), [(b"1x", "1x"), (b"1\xffS", "1\\xffS"), ("5 S", "5 S")]
+)
+def test_a_malformed_timeout_is_shown_as_text_not_a_bytes_repr(
+    value: bytes | str, shown: str
+) -> None:
+    with pytest.raises(GrpcError) as caught:
+        parse_timeout(value)
+    assert caught.value.message == f"malformed grpc-timeout {shown}"
+
+
 @pytest.mark.parametrize("seconds", [0.0, 1e-9, 0.0123, 0.5, 1.0, 30.0, 86400.0, 1e9])
 def test_format_timeout_fits_eight_digits_and_never_shortens(seconds: float) -> None:
     value = format_timeout(seconds)

@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from filters.state.postgres import PostgresStore
+from filters.state.service import expire_time
 from filters.state.store import (
     DeleteRequest,
     ETagInvalid,
@@ -35,6 +36,7 @@ WRITER = """
 import sys, pathlib, trio
 from config.dapr.component import Component
 from filters.state.postgres import PostgresStore
+from filters.state.service import expire_time
 from filters.state.store import ETagMismatch, SetRequest
 
 async def main(dsn, table, count, folder, name):
@@ -224,3 +226,15 @@ async def test_query_filters_sorts_and_pages(store: PostgresStore) -> None:
     everything = await store.query(Query(sort=[("name", "ASC")]))
     assert [item.key for item in everything.items] == [f"p-{p['name']}" for p in people]
     assert everything.token is None
+
+
+async def test_an_expiry_no_timestamp_can_show_still_reads(
+    store: PostgresStore, raw: psycopg.Connection[tuple[object, ...]], table: str
+) -> None:
+    """timestamptz holds 'infinity' (another writer may set it): GET must still answer."""
+    await store.set(SetRequest("k", b"1", ttl=60))
+    raw.execute(f"UPDATE {table} SET expiredate = 'infinity'")
+    item = await store.get("k")
+    assert item is not None
+    assert item.value == b"1"
+    assert expire_time(item) == "9999-12-31T23:59:59Z"

@@ -55,9 +55,11 @@ def test_empty_query_and_filter_mean_everything() -> None:
         ('{"sort": {"key": "a"}}', "sort: expected a list"),
         ('{"sort": [{"key": "a", "order": "UP"}]}', "sort[0].order: expected ASC or DESC"),
         ('{"sort": [{"order": "ASC"}]}', "sort[0].key: expected a non-empty field name"),
-        ('{"page": {"limit": -1}}', "page.limit: expected a non-negative integer"),
-        ('{"page": {"limit": "3"}}', "page.limit: expected a non-negative integer"),
+        ('{"page": {"limit": -1}}', "page.limit: expected an integer from 0 to 2147483647"),
+        ('{"page": {"limit": "3"}}', "page.limit: expected an integer from 0 to 2147483647"),
         ('{"page": {"token": "abc"}}', "is not a token this store issued"),
+        ('{"page": {"limit": 2147483648}}', "page.limit: expected an integer from 0 to"),
+        ('{"page": {"token": "2147483648"}}', "2147483648 is not a token this store issued"),
         ('{"page": {"size": 3}}', "page: unknown fields ['size']"),
     ],
 )
@@ -136,6 +138,9 @@ def test_sort_by_two_keys_with_their_own_directions() -> None:
         (b"\xff\xfe{}", NOT_JSON),
         (b"plain", NOT_JSON),
         (b"", NOT_JSON),
+        (b"[1e400]", NOT_JSON),
+        (b'"\\ud800"', NOT_JSON),
+        (b"[" * 100_000 + b"]" * 100_000, NOT_JSON),
     ],
 )
 def test_decode_json_is_strict(value: bytes, decoded: object) -> None:
@@ -166,3 +171,13 @@ def test_validate_query_checks_hand_built_queries(query: Query) -> None:
 
 def test_validate_query_gives_the_offset() -> None:
     assert validate_query(Query(token="6", limit=3)) == 6
+
+
+def test_a_filter_nested_5000_deep_is_a_query_error_not_a_recursion_error() -> None:
+    filter_: dict[str, object] = {"EQ": {"a": 1}}
+    for _ in range(5000):
+        filter_ = {"AND": [filter_]}
+    with pytest.raises(QueryError, match="filter: AND/OR nested more than 32 deep"):
+        validate_query(Query(filter=filter_))
+    with pytest.raises(QueryError, match="filter: AND/OR nested more than 32 deep"):
+        parse_query({"filter": filter_})

@@ -14,6 +14,7 @@ import redis
 import trio
 
 from filters.state.redis import RedisStore
+from filters.state.service import expire_time
 from filters.state.store import (
     DeleteRequest,
     ETagInvalid,
@@ -204,3 +205,16 @@ async def test_bytes_round_trip(store: RedisStore, prefix: str) -> None:
 async def test_query_is_not_supported(store: RedisStore) -> None:
     with pytest.raises(NotSupported):
         await store.query(Query())
+
+
+async def test_an_expiry_past_year_9999_still_reads(
+    store: RedisStore, raw: redis.Redis, prefix: str
+) -> None:
+    """Redis takes an EXPIRE far past year 9999 (another writer may set one): GET must answer."""
+    key = f"{prefix}far"
+    await store.set(SetRequest(key, b"1", ttl=60))
+    raw.expire(key, 9_000_000_000_000)
+    item = await store.get(key)
+    assert item is not None
+    assert item.value == b"1"
+    assert expire_time(item) == "9999-12-31T23:59:59Z"
