@@ -10,7 +10,7 @@ LATEST := .venv-latest
 # Only the interpreter this machine has: never a Python downloaded by uv.
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint typecheck pytest test-tools test-latest lock bench bench-tools clean
+.PHONY: demo test lint typecheck pytest test-tools test-latest lock fuzz bench bench-tools clean
 
 $(UV): .ci/uv.txt
 	$(PY) -m venv $(TOOLS)
@@ -51,6 +51,12 @@ test-latest: $(UV) test-tools
 	$(UV) pip list -q --python $(LATEST)/bin/python --format freeze > $(LATEST)/versions.txt
 	touch $(LATEST)/.installed
 	$(MAKE) --no-print-directory lint typecheck pytest BIN=$(LATEST)/bin STAMP=$(LATEST)/.installed
+
+# The fuzz suite at length (make test runs the same tests short and repeatable); FUZZ_EXAMPLES per
+# test, new random examples each run, failures kept in .hypothesis/ and printed as a blob to replay.
+FUZZ_EXAMPLES ?= 3000
+fuzz: $(STAMP)
+	MESHWIRE_FUZZ=long MESHWIRE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:cacheprovider tests/fuzz
 
 # Re-resolve every pin to the newest releases pyproject.toml allows (review the diff, run make test).
 lock: $(UV)
