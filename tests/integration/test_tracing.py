@@ -172,26 +172,35 @@ async def test_one_trace_across_two_meshwires_and_the_backend(protocol: str) -> 
 async def test_a_stale_keep_alive_retry_shows_two_client_spans() -> None:
     spans = Spans()
     traceparents: list[bytes] = []
-    closed = trio.Event()
 
     async def answer_once_then_drop(stream: trio.SocketStream) -> None:
-        """Answer one request with a keep-alive response, then close without saying so."""
+        """Answer a connection's first request; at its next, hang up without answering (the
+        close crossed the request on the wire, so the pool could not see it coming)."""
         conn = h11.Connection(h11.SERVER)
+        answered = False
         while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.Request):
-                traceparents.extend(v for k, v in event.headers if k == b"traceparent")
-            elif isinstance(event, h11.EndOfMessage):
-                break
-        headers = [("content-length", "2")]
-        data = conn.send(h11.Response(status_code=200, headers=headers))
-        await stream.send_all(
-            data + conn.send(h11.Data(data=b"ok")) + conn.send(h11.EndOfMessage())
-        )
-        await stream.aclose()
-        closed.set()
+            seen: list[bytes] = []
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    if not (data := await stream.receive_some(65536)):
+                        return
+                    conn.receive_data(data)
+                elif isinstance(event, h11.Request):
+                    seen = [v for k, v in event.headers if k == b"traceparent"]
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+            if answered:
+                await stream.aclose()
+                return
+            traceparents.extend(seen)
+            headers = [("content-length", "2")]
+            data = conn.send(h11.Response(status_code=200, headers=headers))
+            await stream.send_all(
+                data + conn.send(h11.Data(data=b"ok")) + conn.send(h11.EndOfMessage())
+            )
+            answered = True
+            conn.start_next_cycle()
 
     async with raw_backend(answer_once_then_drop) as backend_port:
         app = build_traced(traced_config(backend_port), spans.telemetry)
@@ -199,7 +208,6 @@ async def test_a_stale_keep_alive_retry_shows_two_client_spans() -> None:
             async with H1Client.connect(port) as client:
                 assert (await client.request("GET", "/first")).status == 200
                 await spans.wait_for(2)
-                await closed.wait()
                 spans.exporter.clear()
                 traceparents.clear()
                 assert (await client.request("GET", "/second")).status == 200
