@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from functools import partial
 
@@ -125,11 +124,18 @@ class H2Server:
         await self.flush()
 
     async def reset(self, stream_id: int, code: int) -> None:
+        if self._reset_now(stream_id, code):
+            await self.flush()
+
+    def _reset_now(self, stream_id: int, code: int) -> bool:
+        """Queue RST_STREAM unless h2 has closed the stream (or the connection); True if queued."""
+        # A peer's RST_STREAM in the same read as its HEADERS closes the stream inside h2 before
+        # we act on the request (StreamClosedError): that concerns this stream only.
         try:
             self.h2.reset_stream(stream_id, code)
         except h2.exceptions.ProtocolError:
-            return
-        await self.flush()
+            return False
+        return True
 
     async def goaway(self) -> None:
         """Graceful GOAWAY: new streams are refused, open ones finish.
@@ -191,7 +197,15 @@ class H2Server:
                     await self.flush()  # h2 has queued its GOAWAY
                     return
                 for event in events:
-                    if self._dispatch(event):
+                    try:
+                        if self._dispatch(event):
+                            return
+                    except h2.exceptions.ProtocolError as exc:
+                        # Whatever h2 refuses here is a connection error: GOAWAY, one quiet line.
+                        self.ctx.stats.cx_protocol_error.inc()
+                        log.debug("HTTP/2 connection error with %s: %r", self.ctx.peer, exc)
+                        conn.close_connection(error_code=PROTOCOL_ERROR)
+                        await self.flush()
                         return
                     if self.guard.tripped:
                         self.ctx.stats.cx_protocol_error.inc()
@@ -283,7 +297,7 @@ class H2Server:
         self.seen_headers = True
         if self.goaway_sent or len(self.streams) >= ctx.limits.max_concurrent_streams:
             self.guard.reset(trio.current_time())  # refused streams cost like resets
-            self.h2.reset_stream(sid, REFUSED_STREAM)
+            self._reset_now(sid, REFUSED_STREAM)
             return
         self.highest_id = max(self.highest_id, sid)
         method = target = authority = b""
@@ -357,8 +371,7 @@ class H2Server:
             if finished and not st.body.ended:
                 # A complete response before the whole request: ask the client to stop sending
                 # (RFC 9113 §8.1).
-                with contextlib.suppress(h2.exceptions.ProtocolError):
-                    self.h2.reset_stream(st.id, NO_ERROR)
+                self._reset_now(st.id, NO_ERROR)
         if not self.streams:
             self.last_active = trio.current_time()
             self._update_deadline()
