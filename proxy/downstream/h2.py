@@ -26,6 +26,7 @@ from proxy.downstream.common import (
     run_guarded,
 )
 from proxy.downstream.context import ConnectionContext
+from proxy.downstream.frame_budget import FrameBudget, FrameFlood
 from proxy.downstream.h2_stream import H2Body, H2Stream, send_response
 from proxy.h2compat import allow_streams_after_goaway
 from proxy.http.errors import DownstreamDisconnect, HeadersTooLarge
@@ -36,6 +37,8 @@ MAX_RECV = 65536
 CONNECTION_WINDOW = 1 << 20
 NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, ENHANCE_YOUR_CALM = 0x0, 0x1, 0x7, 0xB
 _S = h2.settings.SettingCodes
+# PINGs, and ACKs nobody asked for (we send no PING, and one SETTINGS), cost like SETTINGS.
+_CONTROL = (h2.events.PingReceived, h2.events.PingAckReceived, h2.events.SettingsAcknowledged)
 
 
 def _settings(ctx: ConnectionContext, max_streams: int) -> h2.settings.Settings:
@@ -70,6 +73,8 @@ class H2Server:
         self.h2 = conn
         self.streams: dict[int, H2Stream] = {}
         self.guard = AbuseGuard(ctx.limits)
+        self.budget = FrameBudget(ctx.limits)
+        self.budget.install(conn)
         self.lock = trio.Lock()
         self.nursery: trio.Nursery | None = None
         self.recv_scope: trio.CancelScope | None = None
@@ -193,7 +198,10 @@ class H2Server:
                     events = conn.receive_data(data)
                 except h2.exceptions.ProtocolError as exc:
                     self.ctx.stats.cx_protocol_error.inc()
-                    log.debug("HTTP/2 protocol error from %s: %s", self.ctx.peer, exc)
+                    if isinstance(exc, FrameFlood):
+                        log.info("closing HTTP/2 connection from %s: %s", self.ctx.peer, exc)
+                    else:
+                        log.debug("HTTP/2 protocol error from %s: %s", self.ctx.peer, exc)
                     await self.flush()  # h2 has queued its GOAWAY
                     return
                 for event in events:
@@ -259,7 +267,7 @@ class H2Server:
             self.guard.control_frame(trio.current_time())
             for st in self.streams.values():
                 st.window.set()  # INITIAL_WINDOW_SIZE may have grown every stream's window
-        elif isinstance(event, h2.events.PingReceived):
+        elif isinstance(event, _CONTROL):
             self.guard.control_frame(trio.current_time())
         elif isinstance(event, h2.events.ConnectionTerminated):
             if event.error_code != NO_ERROR or not self.streams:
@@ -295,6 +303,7 @@ class H2Server:
         sid = event.stream_id
         ctx = self.ctx
         self.seen_headers = True
+        self.budget.stream_opened()
         if self.goaway_sent or len(self.streams) >= ctx.limits.max_concurrent_streams:
             self.guard.reset(trio.current_time())  # refused streams cost like resets
             self._reset_now(sid, REFUSED_STREAM)
