@@ -16,8 +16,8 @@ from tests.downstream.test_h1 import ChunkBody
 FLOOD = 5000  # far beyond every default budget on a connection with one stream
 
 
-def frame(kind: int, sid: int, payload: bytes) -> bytes:
-    return len(payload).to_bytes(3, "big") + bytes([kind, 0]) + sid.to_bytes(4, "big") + payload
+def frame(kind: int, sid: int, payload: bytes, flags: int = 0) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + sid.to_bytes(4, "big") + payload
 
 
 FLOODS = {
@@ -100,3 +100,24 @@ async def test_grpc_like_client_updating_windows_for_real_data_is_not_cut(
     assert client.eof is False
     assert rec.stats.cx_protocol_error.value == 0
     assert len(rec.completed) == 3
+
+
+ACK = 0x1
+
+
+@pytest.mark.parametrize(
+    "ack",
+    [frame(0x6, 0, b"12345678", ACK), frame(0x4, 0, b"", ACK)],
+    ids=["ping-ack", "settings-ack"],  # we sent no PING, and one SETTINGS
+)
+async def test_unsolicited_ack_flood_gets_enhance_your_calm(
+    nursery: trio.Nursery, ack: bytes
+) -> None:
+    rec = Recorder(hello, max_control_frames_per_second=10)
+    client_stream, server_stream = pair()
+    nursery.start_soon(serve_h2, server_stream, rec.context())
+    client = H2Client(client_stream)
+    await client.start()
+    await client.stream.send_all(ack * 20)
+    goaways = [f for f in await read_frames_to_eof(client) if isinstance(f, GoAwayFrame)]
+    assert [g.error_code for g in goaways] == [h2.errors.ErrorCodes.ENHANCE_YOUR_CALM]
