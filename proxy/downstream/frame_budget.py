@@ -41,6 +41,8 @@ class FrameBudget:
         self.unknown = self._unknown_per_stream
 
     def stream_opened(self) -> None:
+        """A request was accepted. That is known only after h2 has parsed the whole read that
+        carried its HEADERS, so frames riding in the same read draw on the starting allowances."""
         self.window += 2
         self.priority += self._per_stream
         self.unknown += self._unknown_per_stream

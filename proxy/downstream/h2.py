@@ -303,11 +303,11 @@ class H2Server:
         sid = event.stream_id
         ctx = self.ctx
         self.seen_headers = True
-        self.budget.stream_opened()
         if self.goaway_sent or len(self.streams) >= ctx.limits.max_concurrent_streams:
             self.guard.reset(trio.current_time())  # refused streams cost like resets
             self._reset_now(sid, REFUSED_STREAM)
             return
+        self.budget.stream_opened()  # refused streams earn no frame budget: they cost us nothing
         self.highest_id = max(self.highest_id, sid)
         method = target = authority = b""
         host: bytes | None = None

@@ -6,11 +6,11 @@ import h2.errors
 import h2.events
 import pytest
 import trio
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
 from proxy.downstream.h2 import serve_h2
 from proxy.http.model import Request, Response
-from tests.downstream.helpers import H2Client, Recorder, hello, pair, parse_frames
+from tests.downstream.helpers import H2Client, Recorder, hello, pair, parse_frames, until
 from tests.downstream.test_h1 import ChunkBody
 
 FLOOD = 5000  # far beyond every default budget on a connection with one stream
@@ -121,3 +121,34 @@ async def test_unsolicited_ack_flood_gets_enhance_your_calm(
     await client.stream.send_all(ack * 20)
     goaways = [f for f in await read_frames_to_eof(client) if isinstance(f, GoAwayFrame)]
     assert [g.error_code for g in goaways] == [h2.errors.ErrorCodes.ENHANCE_YOUR_CALM]
+
+
+async def test_refused_streams_earn_no_frame_budget(nursery: trio.Nursery) -> None:
+    gate = trio.Event()
+
+    async def held(request: Request) -> Response:
+        await gate.wait()
+        return await hello(request)
+
+    rec = Recorder(held, max_concurrent_streams=1)
+    client = await start(nursery, rec)
+    await client.wait_for(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+    await client.request(1)
+    await until(lambda: len(rec.requests) == 1)
+    # 50 refused HEADERS (fewer than the reset rate allows), then PRIORITY beyond what the one
+    # accepted stream earned (100 per stream, plus 100 for the connection).
+    block = client.conn.encoder.encode(
+        [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http"), (b":authority", b"h")]
+    )
+    refused = b"".join(frame(0x1, sid, block, 0x5) for sid in range(3, 103, 2))
+    await client.stream.send_all(refused)
+    seen = b""
+    with trio.fail_after(5):  # until the last one is refused, so the reads stay apart
+        while not any(
+            isinstance(f, RstStreamFrame) and f.stream_id == 101 for f in parse_frames(seen)
+        ):
+            seen += await client.stream.receive_some(65536)
+    await client.stream.send_all(FLOODS["priority"] * 250)
+    goaways = [f for f in await read_frames_to_eof(client) if isinstance(f, GoAwayFrame)]
+    assert [g.error_code for g in goaways] == [h2.errors.ErrorCodes.ENHANCE_YOUR_CALM]
+    gate.set()
