@@ -25,6 +25,7 @@ FLOODS = {
     "window-update-connection": frame(0x8, 0, b"\x00\x00\x00\x01"),
     "window-update-closed-stream": frame(0x8, 1, b"\x00\x00\x00\x01"),  # h2 emits no event
     "unknown-type": frame(0xFA, 0, b""),
+    "rst-stream-closed-stream": frame(0x3, 1, b"\x00\x00\x00\x08"),  # no event, no reset
     "altsvc": frame(0xA, 0, b"\x00\x00"),  # a server ignores ALTSVC: no event either
 }
 
