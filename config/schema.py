@@ -33,6 +33,13 @@ class Limits(_Frozen, frozen=True):
     max_resets_per_second: int = 200  # rapid reset (CVE-2023-44487)
     max_control_frames_per_second: int = 500  # PING / SETTINGS floods
     max_empty_frames: int = 100  # DATA frames with no payload and no END_STREAM
+    # Frames that do no work, budgeted over the connection's life by the work it does (Envoy's
+    # defaults): exceeding one is GOAWAY(ENHANCE_YOUR_CALM).
+    max_priority_frames_per_stream: int = 100  # PRIORITY flood, "Resource Loop" (CVE-2019-9513)
+    max_window_updates_per_data_frame: int = 10  # WINDOW_UPDATE(+1) flood: CPU for no data
+    # Floods of frames read only to be ignored: unknown types (RFC 9113 §5.5), ALTSVC from a
+    # client, RST_STREAM for a stream already closed (the rapid-reset rate sees open ones only).
+    max_ignored_frames_per_stream: int = 100
     # HTTP/1.1 chunked request bodies: every chunk costs a parse and a trip through the chain,
     # so a body may carry this many chunks beyond one per 64 bytes of its data (a flood of tiny
     # chunks gets 400 and the connection closed). Clients send chunks of KBs and never come

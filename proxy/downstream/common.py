@@ -14,6 +14,7 @@ from proxy.downstream.context import ConnectionContext
 from proxy.http.errors import ProxyError
 from proxy.http.model import CONNECTION_SPECIFIC, Body, Headers, Request, Response, StreamInfo
 from proxy.http.rescue import rescue
+from proxy.http.target import to_origin_form
 from proxy.stats import ListenerStats
 
 log = logging.getLogger("meshwire.downstream")
@@ -62,6 +63,10 @@ def new_request(
     authority: bytes,
     http_version: str,
 ) -> Request:
+    if target[:1] != b"/" and (origin := to_origin_form(target, headers)) is not None:
+        # The Host field is rewritten in `headers` itself: the HTTP/1.1 codec reads the
+        # authority from it after this returns, and upstreams send it on.
+        target, authority = origin
     info = StreamInfo(downstream_addr=ctx.peer, downstream_tls=ctx.tls)
     info.peer_identity = ctx.peer_identity
     return Request(

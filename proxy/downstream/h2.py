@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from functools import partial
 
@@ -27,6 +26,7 @@ from proxy.downstream.common import (
     run_guarded,
 )
 from proxy.downstream.context import ConnectionContext
+from proxy.downstream.frame_budget import FrameBudget, FrameFlood
 from proxy.downstream.h2_stream import H2Body, H2Stream, send_response
 from proxy.h2compat import allow_streams_after_goaway
 from proxy.http.errors import DownstreamDisconnect, HeadersTooLarge
@@ -37,6 +37,8 @@ MAX_RECV = 65536
 CONNECTION_WINDOW = 1 << 20
 NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, ENHANCE_YOUR_CALM = 0x0, 0x1, 0x7, 0xB
 _S = h2.settings.SettingCodes
+# PINGs, and ACKs nobody asked for (we send no PING, and one SETTINGS), cost like SETTINGS.
+_CONTROL = (h2.events.PingReceived, h2.events.PingAckReceived, h2.events.SettingsAcknowledged)
 
 
 def _settings(ctx: ConnectionContext, max_streams: int) -> h2.settings.Settings:
@@ -71,6 +73,8 @@ class H2Server:
         self.h2 = conn
         self.streams: dict[int, H2Stream] = {}
         self.guard = AbuseGuard(ctx.limits)
+        self.budget = FrameBudget(ctx.limits)
+        self.budget.install(conn)
         self.lock = trio.Lock()
         self.nursery: trio.Nursery | None = None
         self.recv_scope: trio.CancelScope | None = None
@@ -125,11 +129,18 @@ class H2Server:
         await self.flush()
 
     async def reset(self, stream_id: int, code: int) -> None:
+        if self._reset_now(stream_id, code):
+            await self.flush()
+
+    def _reset_now(self, stream_id: int, code: int) -> bool:
+        """Queue RST_STREAM unless h2 has closed the stream (or the connection); True if queued."""
+        # A peer's RST_STREAM in the same read as its HEADERS closes the stream inside h2 before
+        # we act on the request (StreamClosedError): that concerns this stream only.
         try:
             self.h2.reset_stream(stream_id, code)
         except h2.exceptions.ProtocolError:
-            return
-        await self.flush()
+            return False
+        return True
 
     async def goaway(self) -> None:
         """Graceful GOAWAY: new streams are refused, open ones finish.
@@ -187,11 +198,22 @@ class H2Server:
                     events = conn.receive_data(data)
                 except h2.exceptions.ProtocolError as exc:
                     self.ctx.stats.cx_protocol_error.inc()
-                    log.debug("HTTP/2 protocol error from %s: %s", self.ctx.peer, exc)
+                    if isinstance(exc, FrameFlood):
+                        log.info("closing HTTP/2 connection from %s: %s", self.ctx.peer, exc)
+                    else:
+                        log.debug("HTTP/2 protocol error from %s: %s", self.ctx.peer, exc)
                     await self.flush()  # h2 has queued its GOAWAY
                     return
                 for event in events:
-                    if self._dispatch(event):
+                    try:
+                        if self._dispatch(event):
+                            return
+                    except h2.exceptions.ProtocolError as exc:
+                        # Whatever h2 refuses here is a connection error: GOAWAY, one quiet line.
+                        self.ctx.stats.cx_protocol_error.inc()
+                        log.debug("HTTP/2 connection error with %s: %r", self.ctx.peer, exc)
+                        conn.close_connection(error_code=PROTOCOL_ERROR)
+                        await self.flush()
                         return
                     if self.guard.tripped:
                         self.ctx.stats.cx_protocol_error.inc()
@@ -245,7 +267,7 @@ class H2Server:
             self.guard.control_frame(trio.current_time())
             for st in self.streams.values():
                 st.window.set()  # INITIAL_WINDOW_SIZE may have grown every stream's window
-        elif isinstance(event, h2.events.PingReceived):
+        elif isinstance(event, _CONTROL):
             self.guard.control_frame(trio.current_time())
         elif isinstance(event, h2.events.ConnectionTerminated):
             if event.error_code != NO_ERROR or not self.streams:
@@ -283,8 +305,9 @@ class H2Server:
         self.seen_headers = True
         if self.goaway_sent or len(self.streams) >= ctx.limits.max_concurrent_streams:
             self.guard.reset(trio.current_time())  # refused streams cost like resets
-            self.h2.reset_stream(sid, REFUSED_STREAM)
+            self._reset_now(sid, REFUSED_STREAM)
             return
+        self.budget.stream_opened()  # refused streams earn no frame budget: they cost us nothing
         self.highest_id = max(self.highest_id, sid)
         method = target = authority = b""
         host: bytes | None = None
@@ -357,8 +380,7 @@ class H2Server:
             if finished and not st.body.ended:
                 # A complete response before the whole request: ask the client to stop sending
                 # (RFC 9113 §8.1).
-                with contextlib.suppress(h2.exceptions.ProtocolError):
-                    self.h2.reset_stream(st.id, NO_ERROR)
+                self._reset_now(st.id, NO_ERROR)
         if not self.streams:
             self.last_active = trio.current_time()
             self._update_deadline()

@@ -143,6 +143,7 @@ async def _send_data(server: H2Server, st: H2Stream, data: bytes, end_stream: bo
         offset += len(piece)
         last = offset >= total
         h2.send_data(st.id, piece, end_stream=end_stream and last)
+        server.budget.data_sent()  # one DATA frame: piece fits max_outbound_frame_size
         st.request.info.bytes_sent += len(piece)
         if last:
             return

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import h2.errors
 import h2.events
+import pytest
 import trio
 import trio.lowlevel
 import trio.testing
@@ -355,3 +358,43 @@ async def test_peer_graceful_goaway_lets_open_streams_finish(nursery: trio.Nurse
     assert (headers[b":status"], body) == (b"200", b"hi")
     await client.wait_eof()  # and the server closes once the last stream is done
     assert rec.completed[0][1:] == (200, None)
+
+
+def _headers_frame_bytes(sid: int, block: bytes) -> bytes:
+    """HEADERS with END_STREAM|END_HEADERS for a fresh stream, built by hand."""
+    return len(block).to_bytes(3, "big") + b"\x01\x05" + sid.to_bytes(4, "big") + block
+
+
+async def test_headers_and_rst_in_one_write_spare_the_other_streams(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    gate = trio.Event()
+    arrived = 0
+
+    async def handler(request: Request) -> Response:
+        nonlocal arrived
+        arrived += 1
+        await gate.wait()
+        return Response(200, [], BytesBody(request.target))
+
+    rec = Recorder(handler)
+    client = await start(nursery, rec)
+    await client.wait_for(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+    sids = list(range(1, 200, 2))  # 100 open streams: the limit
+    for sid in sids:
+        await client.request(sid, path=b"/%d" % sid)
+    await until(lambda: arrived == len(sids))
+    # HEADERS(201) then RST_STREAM(201) in one write: h2 has closed 201 by the time the server
+    # refuses it.
+    new = 201
+    block = client.conn.encoder.encode(
+        [(b":method", b"GET"), (b":path", b"/x"), (b":scheme", b"http"), (b":authority", b"h")]
+    )
+    rst = RstStreamFrame(new)
+    rst.error_code = h2.errors.ErrorCodes.CANCEL
+    await client.stream.send_all(_headers_frame_bytes(new, block) + rst.serialize())
+    await trio.testing.wait_all_tasks_blocked()
+    gate.set()
+    for sid in sids:
+        assert (await client.response(sid))[1] == b"/%d" % sid
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

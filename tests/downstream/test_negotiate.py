@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import h2.errors
 import h2.events
 import pytest
 import trio
 import trio.testing
+from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 from proxy.downstream.negotiate import PREFACE, serve_connection
-from tests.downstream.helpers import H2Client, Recorder, hello, pair, read_to_eof, read_until
+from tests.downstream.helpers import (
+    H2Client,
+    Recorder,
+    hello,
+    pair,
+    parse_frames,
+    read_to_eof,
+    read_until,
+)
 
 GET = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
 
@@ -106,3 +116,26 @@ async def test_h2_connection_events_reach_client(nursery: trio.Nursery) -> None:
     assert (
         settings.changed_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS].new_value == 100
     )
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n",  # differs after the request line
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\r",  # differs in the last byte
+        b"PRI * HTTP/2.0 \r\n\r\n",  # differs right after the method, target and version
+    ],
+)
+async def test_invalid_h2_preface_gets_goaway_protocol_error(
+    nursery: trio.Nursery, sent: bytes
+) -> None:
+    rec = Recorder(hello)
+    stream = await start(nursery, rec)
+    await stream.send_all(sent)
+    frames = parse_frames(await read_to_eof(stream))
+    assert [type(f) for f in frames] == [SettingsFrame, GoAwayFrame]  # RFC 9113 §3.4
+    goaway = frames[1]
+    assert isinstance(goaway, GoAwayFrame)
+    assert (goaway.error_code, goaway.last_stream_id) == (h2.errors.ErrorCodes.PROTOCOL_ERROR, 0)
+    assert rec.stats.cx_protocol_error.value == 1
+    assert rec.requests == []
