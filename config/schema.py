@@ -26,6 +26,10 @@ class Limits(_Frozen, frozen=True):
     header_read_timeout: Duration = Duration(10.0)  # slowloris: whole request head must arrive
     idle_timeout: Duration = Duration(300.0)  # connection with no request in flight
     stream_idle_timeout: Duration = Duration(300.0)  # no bytes either way on a stream
+    # Slow-body hold: a request body that stops (no bytes for this long) gets 408 and a close,
+    # freeing its upstream slot (cluster max_requests). Well under stream_idle_timeout, which
+    # must stay long for quiet responses (long polls); nginx's client_body_timeout is 60 s.
+    body_idle_timeout: Duration = Duration(30.0)
     max_concurrent_streams: int = 100
     max_connections: int = 10000
     hpack_table_size: int = 4096

@@ -260,13 +260,13 @@ class _H1Server:
                     return b""
                 if event is not h11.NEED_DATA:
                     raise BadRequest("unexpected end of request body")
-                with trio.move_on_after(self.ctx.limits.stream_idle_timeout or float("inf")):
+                with trio.move_on_after(self.ctx.limits.body_idle_timeout or float("inf")):
                     received = cast(bytes, await self.stream.receive_some(MAX_RECV))
                     if not received:
                         raise DownstreamDisconnect("client closed during the request body")
                     conn.receive_data(received)
                     continue
-                raise StreamIdleTimeout("no request body bytes within stream_idle_timeout")
+                raise StreamIdleTimeout("no request body bytes within body_idle_timeout")
         except h11.RemoteProtocolError as exc:
             self.must_close = body.done = True
             raise BadRequest(str(exc)) from None
