@@ -32,6 +32,10 @@ class Limits(_Frozen, frozen=True):
     body_idle_timeout: Duration = Duration(30.0)
     max_concurrent_streams: int = 100
     max_connections: int = 10000
+    # One client holding the listener: its connections beyond this (per source IP) are closed
+    # at accept. A sidecar's app is one IP with a big pool, and a NAT or an L4 balancer in
+    # front makes many clients one IP: raise it there (up to max_connections turns it off).
+    max_connections_per_client: int = 1000
     hpack_table_size: int = 4096
     # HTTP/2 abuse protection, counted per connection over a sliding one-second window.
     max_resets_per_second: int = 200  # rapid reset (CVE-2023-44487)

@@ -80,6 +80,7 @@ class _Listener:
         self._draining = draining
         # TLS hides a peer's close behind records we would have to read; plain TCP can be peeked.
         self.hangup = HangupSweeper() if ssl_context is None else None
+        self._clients: dict[str, int] = {}  # open connections by source IP
 
     async def accept_loop(
         self, listeners: list[trio.SocketListener], connections: trio.Nursery
@@ -89,6 +90,9 @@ class _Listener:
                 nursery.start_soon(self._accept_one, listener, connections)
 
     async def _accept_one(self, listener: trio.SocketListener, connections: trio.Nursery) -> None:
+        limits = self._limits
+        stats = self._stats
+        clients = self._clients
         async with listener:
             while True:
                 try:
@@ -99,14 +103,25 @@ class _Listener:
                     log.error("listener %s: accept failed (%s); backing off", self.name, exc)
                     await trio.sleep(0.1)
                     continue
-                if self._stats.cx_active.value >= self._limits.max_connections:
-                    self._stats.cx_overflow.inc()
+                try:
+                    addr = stream.socket.getpeername()
+                except OSError:  # gone already
                     await trio.aclose_forcefully(stream)
                     continue
-                connections.start_soon(self._serve, stream)
+                client = addr[0]
+                held = clients.get(client, 0)
+                if held >= limits.max_connections_per_client:
+                    stats.cx_client_overflow.inc()
+                    await trio.aclose_forcefully(stream)
+                    continue
+                if stats.cx_active.value >= limits.max_connections:
+                    stats.cx_overflow.inc()
+                    await trio.aclose_forcefully(stream)
+                    continue
+                clients[client] = held + 1
+                connections.start_soon(self._serve, stream, client, _format_peer(addr))
 
-    async def _serve(self, stream: trio.SocketStream) -> None:
-        peer = _format_peer(stream)
+    async def _serve(self, stream: trio.SocketStream, client: str, peer: str) -> None:
         conn: trio.abc.Stream = stream
         try:
             alpn: str | None = None
@@ -141,13 +156,14 @@ class _Listener:
             log.exception("listener %s: connection from %s failed", self.name, peer)
         finally:
             await trio.aclose_forcefully(conn)
+            held = self._clients[client] - 1
+            if held:
+                self._clients[client] = held
+            else:
+                del self._clients[client]
 
 
-def _format_peer(stream: trio.SocketStream) -> str:
-    try:
-        addr = stream.socket.getpeername()
-    except OSError:
-        return ""
+def _format_peer(addr: tuple[str, int]) -> str:
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 

@@ -20,6 +20,8 @@ _HELP = {
     "downstream_cx_destroy_remote": "Downstream connections closed by the client.",
     "downstream_cx_protocol_error": "Downstream connections closed on a protocol error.",
     "downstream_cx_overflow": "Downstream connections refused over max_connections.",
+    "downstream_cx_client_overflow": "Downstream connections refused over "
+    "max_connections_per_client.",
     "downstream_rq_total": "Downstream requests received.",
     "downstream_rq_active": "Downstream requests in flight.",
     "downstream_rq_timeout": "Downstream requests that timed out.",

@@ -7,7 +7,7 @@ import trio
 
 from config import schema
 from proxy.http.model import BytesBody, Request, Response, read_all
-from tests.integration.harness import H1Client, backend, meshwire, one_route_config
+from tests.integration.harness import H1Client, Running, backend, meshwire, one_route_config
 
 DEADLINE = 20  # generous bound on waits; tests never assert elapsed time
 
@@ -30,6 +30,26 @@ async def read_until_eof(stream: trio.abc.Stream) -> bytes:
             data += chunk
 
 
+async def wait_for_stat(mw: Running, name: str, value: int) -> None:
+    with trio.fail_after(DEADLINE):
+        while True:  # a stats gauge has no event to wait on
+            if mw.stat(name) == value:
+                return
+            await trio.sleep(0.01)
+
+
+async def silent(port: int, n: int, local: str = "127.0.0.1") -> list[trio.SocketStream]:
+    """Connections that never send a byte."""
+    return [await trio.open_tcp_stream("127.0.0.1", port, local_address=local) for _ in range(n)]
+
+
+async def served(port: int, local: str = "127.0.0.1") -> int:
+    stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=local)
+    async with stream:
+        with trio.fail_after(DEADLINE):
+            return (await H1Client(stream).request("GET", "/")).status
+
+
 def with_max_requests(config: schema.Config, max_requests: int) -> schema.Config:
     clusters = [msgspec.structs.replace(c, max_requests=max_requests) for c in config.clusters]
     return msgspec.structs.replace(config, clusters=clusters)
@@ -49,3 +69,20 @@ async def test_a_stalled_body_gets_408_and_frees_its_cluster_slot() -> None:
             async with H1Client.connect(mw.port()) as client:
                 assert (await client.request("GET", "/")).status == 200
             assert mw.stat("cluster.backend.upstream_rq_pending_overflow") == 0
+
+
+async def test_one_address_is_capped_and_another_is_served() -> None:
+    limits = schema.Limits(max_connections_per_client=2, header_read_timeout=schema.Duration(30))
+    async with backend(ok) as port, meshwire(one_route_config(0, port, limits=limits)) as mw:
+        quiet = await silent(mw.port(), 2)
+        await wait_for_stat(mw, "http.ingress.downstream_cx_active", 2)
+        extra = await trio.open_tcp_stream("127.0.0.1", mw.port())
+        async with extra:
+            await extra.send_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert await read_until_eof(extra) == b""  # refused at accept
+        assert mw.stat("http.ingress.downstream_cx_client_overflow") == 1
+        assert await served(mw.port(), local="127.0.0.2") == 200
+        for stream in quiet:
+            await stream.aclose()
+        await wait_for_stat(mw, "http.ingress.downstream_cx_active", 0)
+        assert await served(mw.port()) == 200  # 127.0.0.1 is let in again once it closes some
