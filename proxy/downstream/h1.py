@@ -17,7 +17,6 @@ from proxy.downstream.common import (
     call_handler,
     complete,
     counted_connection,
-    deadline_after,
     log,
     new_request,
     note_failure,
@@ -145,15 +144,19 @@ class _H1Server:
         return None  # ConnectionClosed: the client hung up between requests
 
     async def _receive_idle(self) -> bytes | None:
-        """Wait for the first bytes of a request; None when idle too long or draining."""
-        if self.ctx.draining.is_set():
+        """Wait for the first bytes of a request; None when idle too long, evicted or draining."""
+        ctx = self.ctx
+        if ctx.draining.is_set():
             return None
-        with trio.CancelScope(deadline=deadline_after(self.ctx.limits.idle_timeout)) as scope:
-            self.idle_scope = scope
-            try:
+        idle = ctx.idle
+        scope = idle.open(ctx.limits.idle_timeout)
+        self.idle_scope = scope
+        try:
+            with scope:
                 return cast(bytes, await self.stream.receive_some(MAX_RECV))
-            finally:
-                self.idle_scope = None
+        finally:
+            idle.close(scope)
+            self.idle_scope = None
         return None
 
     async def _receive_head(self) -> h11.Request | None:

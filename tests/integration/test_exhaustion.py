@@ -71,6 +71,33 @@ async def test_a_stalled_body_gets_408_and_frees_its_cluster_slot() -> None:
             assert mw.stat("cluster.backend.upstream_rq_pending_overflow") == 0
 
 
+async def test_connections_that_send_nothing_are_closed_and_others_are_served() -> None:
+    limits = schema.Limits(header_read_timeout=schema.Duration(0.2))  # idle_timeout stays 300 s
+    async with backend(ok) as port, meshwire(one_route_config(0, port, limits=limits)) as mw:
+        quiet = await silent(mw.port(), 20)
+        assert await served(mw.port()) == 200
+        for stream in quiet:
+            async with stream:
+                assert await read_until_eof(stream) == b""  # closed silently, no 408
+        await wait_for_stat(mw, "http.ingress.downstream_cx_first_byte_timeout", 20)
+        await wait_for_stat(mw, "http.ingress.downstream_cx_active", 0)
+
+
+async def test_at_max_connections_an_idle_one_makes_room_for_a_new_client() -> None:
+    # header_read_timeout is long: only the overload behaviour can let the client in.
+    limits = schema.Limits(max_connections=4, header_read_timeout=schema.Duration(30))
+    async with backend(ok) as port, meshwire(one_route_config(0, port, limits=limits)) as mw:
+        quiet = await silent(mw.port(), 4)
+        await wait_for_stat(mw, "http.ingress.downstream_cx_active", 4)
+        assert await served(mw.port()) == 200
+        async with quiet[0]:
+            assert await read_until_eof(quiet[0]) == b""  # the longest-idle one was closed
+        assert mw.stat("http.ingress.downstream_cx_idle_evicted") == 1
+        assert mw.stat("http.ingress.downstream_cx_overflow") == 0
+        for stream in quiet[1:]:
+            await stream.aclose()
+
+
 async def test_one_address_is_capped_and_another_is_served() -> None:
     limits = schema.Limits(max_connections_per_client=2, header_read_timeout=schema.Duration(30))
     async with backend(ok) as port, meshwire(one_route_config(0, port, limits=limits)) as mw:
