@@ -32,6 +32,9 @@ class Limits(_Frozen, frozen=True):
     # freeing its upstream slot (cluster max_requests). Well under stream_idle_timeout, which
     # must stay long for quiet responses (long polls); nginx's client_body_timeout is 60 s.
     body_idle_timeout: Duration = Duration(30.0)
+    # Slow-body drip (a byte every few seconds): past its first body_idle_timeout a body must
+    # average this many bytes per second (Apache's mod_reqtimeout MinRate is 500), else 408.
+    min_body_rate: int = 500
     max_concurrent_streams: int = 100
     max_connections: int = 10000
     # Connection floods: past this share of max_connections, idle and first-byte timeouts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from functools import partial
 from typing import cast
@@ -47,13 +48,17 @@ _EOM = h11.EndOfMessage()
 class H1Body:
     """A request body read straight off the connection, one h11 event per chunk."""
 
-    __slots__ = ("_server", "credit", "done", "length", "trailers")
+    __slots__ = ("_server", "credit", "done", "due", "length", "received", "trailers")
 
     def __init__(self, server: _H1Server, length: int | None, budget: int) -> None:
         self._server = server
         self.length = length
         self.trailers: Headers | None = None
         self.done = False
+        self.received = 0
+        # When the body's allowance of time ends before its bytes extend it (min_body_rate);
+        # set at the first wait for body bytes.
+        self.due = 0.0
         # Bytes of data minus CHUNK_COST per chunk, from an allowance: below zero, the body is
         # mostly chunk framing (limits.h1_chunk_budget).
         self.credit = budget * CHUNK_COST if budget > 0 else sys.maxsize
@@ -252,6 +257,7 @@ class _H1Server:
                     if self.request is not None:
                         self.request.info.bytes_received += len(data)
                     body.credit += len(data)
+                    body.received += len(data)
                     if event.chunk_start:
                         body.credit -= CHUNK_COST
                         if body.credit < 0:
@@ -263,13 +269,13 @@ class _H1Server:
                     return b""
                 if event is not h11.NEED_DATA:
                     raise BadRequest("unexpected end of request body")
-                with trio.move_on_after(self.ctx.limits.body_idle_timeout or float("inf")):
+                with trio.CancelScope(deadline=self._body_deadline(body)):
                     received = cast(bytes, await self.stream.receive_some(MAX_RECV))
                     if not received:
                         raise DownstreamDisconnect("client closed during the request body")
                     conn.receive_data(received)
                     continue
-                raise StreamIdleTimeout("no request body bytes within body_idle_timeout")
+                raise StreamIdleTimeout("request body stalled (body_idle_timeout, min_body_rate)")
         except h11.RemoteProtocolError as exc:
             self.must_close = body.done = True
             raise BadRequest(str(exc)) from None
@@ -279,6 +285,18 @@ class _H1Server:
         except ProxyError:
             self.must_close = body.done = True
             raise
+
+    def _body_deadline(self, body: H1Body) -> float:
+        """No bytes for body_idle_timeout, or fewer than min_body_rate per second once the
+        first body_idle_timeout has passed (a drip that keeps a body barely alive)."""
+        limits = self.ctx.limits
+        idle = limits.body_idle_timeout
+        if idle <= 0:
+            return math.inf
+        now = trio.current_time()
+        if not body.due:
+            body.due = now + idle
+        return min(now + idle, body.due + body.received / limits.min_body_rate)
 
     # --- response ----------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import msgspec
 import trio
 
@@ -113,3 +115,29 @@ async def test_one_address_is_capped_and_another_is_served() -> None:
             await stream.aclose()
         await wait_for_stat(mw, "http.ingress.downstream_cx_active", 0)
         assert await served(mw.port()) == 200  # 127.0.0.1 is let in again once it closes some
+
+
+async def test_a_dripping_body_gets_408_and_frees_its_cluster_slot() -> None:
+    # A byte every 0.05 s never trips body_idle_timeout; it stays far below min_body_rate.
+    limits = schema.Limits(body_idle_timeout=schema.Duration(0.5), min_body_rate=1000)
+    async with backend(ok) as port:
+        config = with_max_requests(one_route_config(0, port, limits=limits), 1)
+        async with meshwire(config) as mw:
+            drip = await trio.open_tcp_stream("127.0.0.1", mw.port())
+            async with drip, trio.open_nursery() as nursery:
+
+                async def send_slowly() -> None:
+                    await drip.send_all(
+                        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n"
+                    )
+                    with contextlib.suppress(trio.BrokenResourceError):  # closed on us: done
+                        for _ in range(400):  # bounded: 20 s at most
+                            await drip.send_all(b"x")
+                            await trio.sleep(0.05)
+
+                nursery.start_soon(send_slowly)
+                answer = await read_until_eof(drip)
+                nursery.cancel_scope.cancel()
+            assert answer.startswith(b"HTTP/1.1 408 ")
+            assert await served(mw.port()) == 200
+            assert mw.stat("cluster.backend.upstream_rq_pending_overflow") == 0
