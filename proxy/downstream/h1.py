@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 from functools import partial
 from typing import cast
@@ -15,6 +14,7 @@ from proxy.downstream.common import (
     HOP_BY_HOP,
     PEER_GONE,
     REASONS,
+    body_deadline,
     call_handler,
     complete,
     counted_connection,
@@ -56,9 +56,7 @@ class H1Body:
         self.trailers: Headers | None = None
         self.done = False
         self.received = 0
-        # When the body's allowance of time ends before its bytes extend it (min_body_rate);
-        # set at the first wait for body bytes.
-        self.due = 0.0
+        self.due = 0.0  # see body_deadline
         # Bytes of data minus CHUNK_COST per chunk, from an allowance: below zero, the body is
         # mostly chunk framing (limits.h1_chunk_budget).
         self.credit = budget * CHUNK_COST if budget > 0 else sys.maxsize
@@ -269,7 +267,7 @@ class _H1Server:
                     return b""
                 if event is not h11.NEED_DATA:
                     raise BadRequest("unexpected end of request body")
-                with trio.CancelScope(deadline=self._body_deadline(body)):
+                with trio.CancelScope(deadline=body_deadline(self.ctx.limits, body)):
                     received = cast(bytes, await self.stream.receive_some(MAX_RECV))
                     if not received:
                         raise DownstreamDisconnect("client closed during the request body")
@@ -285,18 +283,6 @@ class _H1Server:
         except ProxyError:
             self.must_close = body.done = True
             raise
-
-    def _body_deadline(self, body: H1Body) -> float:
-        """No bytes for body_idle_timeout, or fewer than min_body_rate per second once the
-        first body_idle_timeout has passed (a drip that keeps a body barely alive)."""
-        limits = self.ctx.limits
-        idle = limits.body_idle_timeout
-        if idle <= 0:
-            return math.inf
-        now = trio.current_time()
-        if not body.due:
-            body.due = now + idle
-        return min(now + idle, body.due + body.received / limits.min_body_rate)
 
     # --- response ----------------------------------------------------------------------------
 
