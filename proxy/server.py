@@ -180,12 +180,12 @@ class _Listener:
             # A failing connection must never take its listener down: log it and move on.
             log.exception("listener %s: connection from %s failed", self.name, peer)
         finally:
-            await trio.aclose_forcefully(conn)
             held = self._clients[client] - 1
             if held:
                 self._clients[client] = held
             else:
                 del self._clients[client]
+            await trio.aclose_forcefully(conn)
 
     async def _greeted(
         self, stream: trio.SocketStream, tls: trio.SSLStream[trio.SocketStream] | None
