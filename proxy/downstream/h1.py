@@ -273,6 +273,7 @@ class _H1Server:
                         raise DownstreamDisconnect("client closed during the request body")
                     conn.receive_data(received)
                     continue
+                self.ctx.stats.rq_timeout.inc()
                 raise StreamIdleTimeout("request body stalled (body_idle_timeout, min_body_rate)")
         except h11.RemoteProtocolError as exc:
             self.must_close = body.done = True

@@ -71,6 +71,7 @@ async def test_a_stalled_body_gets_408_and_frees_its_cluster_slot() -> None:
             async with H1Client.connect(mw.port()) as client:
                 assert (await client.request("GET", "/")).status == 200
             assert mw.stat("cluster.backend.upstream_rq_pending_overflow") == 0
+            assert mw.stat("http.ingress.downstream_rq_timeout") == 1
 
 
 async def test_connections_that_send_nothing_are_closed_and_others_are_served() -> None:
