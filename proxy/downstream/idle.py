@@ -50,6 +50,10 @@ class IdleConnections:
         self._waiting[scope] = None
         return scope
 
+    def watch(self, scope: trio.CancelScope) -> None:
+        """Make a codec's own scope (one whose deadline it moves) a wait that eviction may end."""
+        self._waiting[scope] = None
+
     def close(self, scope: trio.CancelScope) -> None:
         """The wait is over (bytes came, it timed out, or it was evicted)."""
         self._waiting.pop(scope, None)

@@ -46,6 +46,15 @@ async def test_eviction_cancels_the_oldest_wait_first() -> None:
     assert not idle.evict()  # nothing left waiting
 
 
+async def test_a_watched_scope_is_evicted_like_an_opened_one() -> None:
+    idle = registry(100)
+    own = trio.CancelScope()
+    idle.watch(own)
+    later = idle.open(10)
+    assert idle.evict()
+    assert (own.cancel_called, later.cancel_called) == (True, False)
+
+
 async def test_cancel_all_ends_every_wait() -> None:
     idle = registry(0)
     scopes = [idle.open(10) for _ in range(3)]
