@@ -248,6 +248,8 @@ class _Checker:
         for field in msgspec.structs.fields(listener.limits):
             value = getattr(listener.limits, field.name)
             self.positive(value, child(limits, field.name))
+        if listener.limits.overload_threshold > 1:
+            self.add(child(limits, "overload_threshold"), "a share of max_connections: at most 1")
 
     def server_tls(self, tls: TlsContext, path: str) -> None:
         self.readable(tls.cert_file, child(path, "cert_file"))

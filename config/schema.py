@@ -23,11 +23,28 @@ class Limits(_Frozen, frozen=True):
     max_header_bytes: int = 65536
     max_headers: int = 100
     max_request_body_bytes: int = 1048576  # only where a filter buffers a body (413 above it)
-    header_read_timeout: Duration = Duration(10.0)  # slowloris: whole request head must arrive
+    # Slowloris and silent connections: a new connection's first byte (or TLS handshake) must
+    # come this soon after accept, and each request head this soon after its first byte.
+    header_read_timeout: Duration = Duration(10.0)
     idle_timeout: Duration = Duration(300.0)  # connection with no request in flight
     stream_idle_timeout: Duration = Duration(300.0)  # no bytes either way on a stream
+    # Slow-body hold: a request body that stops (no bytes for this long) gets 408 and a close,
+    # freeing its upstream slot (cluster max_requests). Well under stream_idle_timeout, which
+    # must stay long for quiet responses (long polls); nginx's client_body_timeout is 60 s.
+    body_idle_timeout: Duration = Duration(30.0)
+    # Slow-body drip (a byte every few seconds): past its first body_idle_timeout a body must
+    # average this many bytes per second (Apache's mod_reqtimeout MinRate is 500), else 408.
+    min_body_rate: int = 500
     max_concurrent_streams: int = 100
     max_connections: int = 10000
+    # Connection floods: past this share of max_connections, idle and first-byte timeouts
+    # shrink (Envoy's reduce_timeouts), to a tenth at the cap; at the cap the longest-idle
+    # connection is closed to admit a new one (refused only when every one has a request).
+    overload_threshold: float = 0.8
+    # One client holding the listener: its connections beyond this (per source IP) are closed
+    # at accept. A sidecar's app is one IP with a big pool, and a NAT or an L4 balancer in
+    # front makes many clients one IP: raise it there (up to max_connections turns it off).
+    max_connections_per_client: int = 1000
     hpack_table_size: int = 4096
     # HTTP/2 abuse protection, counted per connection over a sliding one-second window.
     max_resets_per_second: int = 200  # rapid reset (CVE-2023-44487)

@@ -17,6 +17,7 @@ from proxy.app import App, ListenerSpec
 from proxy.chain import Handler
 from proxy.downstream.context import ConnectionContext, OnComplete
 from proxy.downstream.hangup import HangupSweeper
+from proxy.downstream.idle import IdleConnections
 from proxy.downstream.negotiate import serve_connection
 from proxy.observe import Completion
 from proxy.reasons import os_reason
@@ -80,6 +81,12 @@ class _Listener:
         self._draining = draining
         # TLS hides a peer's close behind records we would have to read; plain TCP can be peeked.
         self.hangup = HangupSweeper() if ssl_context is None else None
+        self.idle = IdleConnections(
+            limits.max_connections, limits.overload_threshold, stats.cx_active
+        )
+        self._clients: dict[str, int] = {}  # open connections by source IP
+        self._calm = limits.max_connections * limits.overload_threshold
+        self._full_logged = False
 
     async def accept_loop(
         self, listeners: list[trio.SocketListener], connections: trio.Nursery
@@ -89,6 +96,9 @@ class _Listener:
                 nursery.start_soon(self._accept_one, listener, connections)
 
     async def _accept_one(self, listener: trio.SocketListener, connections: trio.Nursery) -> None:
+        limits = self._limits
+        stats = self._stats
+        clients = self._clients
         async with listener:
             while True:
                 try:
@@ -99,25 +109,54 @@ class _Listener:
                     log.error("listener %s: accept failed (%s); backing off", self.name, exc)
                     await trio.sleep(0.1)
                     continue
-                if self._stats.cx_active.value >= self._limits.max_connections:
-                    self._stats.cx_overflow.inc()
+                try:
+                    addr = stream.socket.getpeername()
+                except OSError:  # gone already
                     await trio.aclose_forcefully(stream)
                     continue
-                connections.start_soon(self._serve, stream)
+                client = addr[0]
+                held = clients.get(client, 0)
+                if held >= limits.max_connections_per_client:
+                    stats.cx_client_overflow.inc()
+                    await trio.aclose_forcefully(stream)
+                    continue
+                active = stats.cx_active.value
+                if active >= limits.max_connections and not self._make_room():
+                    stats.cx_overflow.inc()
+                    await trio.aclose_forcefully(stream)
+                    continue
+                if self._full_logged and active < self._calm:
+                    self._full_logged = False
+                clients[client] = held + 1
+                connections.start_soon(self._serve, stream, client, _format_peer(addr))
 
-    async def _serve(self, stream: trio.SocketStream) -> None:
-        peer = _format_peer(stream)
+    def _make_room(self) -> bool:
+        """At max_connections, close the longest-idle connection for the new one: refusing it
+        instead would let a flood of silent connections lock every client out."""
+        if not self._full_logged:
+            self._full_logged = True
+            log.warning(
+                "listener %s: at max_connections (%d): closing idle connections for new ones, "
+                "refusing when none is idle (downstream_cx_idle_evicted, downstream_cx_overflow)",
+                self.name,
+                self._limits.max_connections,
+            )
+        if self.idle.evict():
+            self._stats.cx_idle_evicted.inc()
+            return True
+        return False
+
+    async def _serve(self, stream: trio.SocketStream, client: str, peer: str) -> None:
         conn: trio.abc.Stream = stream
         try:
+            tls = None if self._ssl is None else trio.SSLStream(stream, self._ssl, server_side=True)
+            if tls is not None:
+                conn = tls
+            if not await self._greeted(stream, tls):
+                return
             alpn: str | None = None
             identity: str | None = None
-            if self._ssl is not None:
-                tls = trio.SSLStream(stream, self._ssl, server_side=True)
-                conn = tls
-                with trio.move_on_after(self._limits.header_read_timeout) as scope:
-                    await tls.do_handshake()
-                if scope.cancelled_caught:
-                    return
+            if tls is not None:
                 alpn = tls.selected_alpn_protocol()
                 identity = _spiffe_id(tls.getpeercert())
             ctx = ConnectionContext(
@@ -125,10 +164,11 @@ class _Listener:
                 self._limits,
                 self._stats,
                 peer=peer,
-                tls=self._ssl is not None,
+                tls=tls is not None,
                 alpn=alpn,
                 peer_identity=identity,
                 draining=self._draining,
+                idle=self.idle,
             )
             ctx.protocols = self._protocols
             ctx.on_complete = self._on_complete
@@ -140,14 +180,45 @@ class _Listener:
             # A failing connection must never take its listener down: log it and move on.
             log.exception("listener %s: connection from %s failed", self.name, peer)
         finally:
+            held = self._clients[client] - 1
+            if held:
+                self._clients[client] = held
+            else:
+                del self._clients[client]
             await trio.aclose_forcefully(conn)
 
+    async def _greeted(
+        self, stream: trio.SocketStream, tls: trio.SSLStream[trio.SocketStream] | None
+    ) -> bool:
+        """Wait, within header_read_timeout of accept, for the client's first bytes: on plain
+        TCP anything at all, over TLS the whole handshake. False when it sent nothing in time,
+        overload closed it first, or the server is draining."""
+        stats = self._stats
+        if self._draining.is_set():
+            stats.cx_total.inc()
+            return False
+        # Counted while it waits, as the codecs count it once it is served: silent connections
+        # must fill max_connections (and trigger overload), not hide from it.
+        stats.cx_active.inc()
+        scope = self.idle.open(self._limits.header_read_timeout)
+        try:
+            with scope:
+                if tls is None:
+                    # Readable also means closed: the codec then sees the end of stream itself.
+                    await trio.lowlevel.wait_readable(stream.socket)
+                else:
+                    await tls.do_handshake()
+                return True
+        finally:
+            self.idle.close(scope)
+            stats.cx_active.dec()
+        stats.cx_total.inc()  # it never reaches the codecs, which count the others
+        if scope.deadline <= trio.current_time():
+            stats.cx_first_byte_timeout.inc()
+        return False
 
-def _format_peer(stream: trio.SocketStream) -> str:
-    try:
-        addr = stream.socket.getpeername()
-    except OSError:
-        return ""
+
+def _format_peer(addr: tuple[str, int]) -> str:
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -235,6 +306,8 @@ async def serve(
                     )
                     acceptors.cancel_scope.cancel()
                 draining.set()
+                for listener, _ in plan:
+                    listener.idle.cancel_all()  # silent and idle connections have nothing to finish
                 connections.cancel_scope.deadline = trio.current_time() + app.config.drain_timeout
             sweepers.cancel_scope.cancel()  # the connections they watched are all gone
     finally:

@@ -66,7 +66,10 @@ class ListenerStats:
     __slots__ = (
         "by_class",
         "cx_active",
+        "cx_client_overflow",
         "cx_destroy_remote",
+        "cx_first_byte_timeout",
+        "cx_idle_evicted",
         "cx_overflow",
         "cx_protocol_error",
         "cx_total",
@@ -89,6 +92,9 @@ class ListenerStats:
         self.cx_destroy_remote = stats.counter(p + "downstream_cx_destroy_remote")
         self.cx_protocol_error = stats.counter(p + "downstream_cx_protocol_error")
         self.cx_overflow = stats.counter(p + "downstream_cx_overflow")  # over max_connections
+        self.cx_client_overflow = stats.counter(p + "downstream_cx_client_overflow")
+        self.cx_idle_evicted = stats.counter(p + "downstream_cx_idle_evicted")
+        self.cx_first_byte_timeout = stats.counter(p + "downstream_cx_first_byte_timeout")
         self.rq_total = stats.counter(p + "downstream_rq_total")
         self.rq_active = stats.gauge(p + "downstream_rq_active")
         self.rq_timeout = stats.counter(p + "downstream_rq_timeout")

@@ -20,6 +20,10 @@ _HELP = {
     "downstream_cx_destroy_remote": "Downstream connections closed by the client.",
     "downstream_cx_protocol_error": "Downstream connections closed on a protocol error.",
     "downstream_cx_overflow": "Downstream connections refused over max_connections.",
+    "downstream_cx_client_overflow": "Downstream connections refused over "
+    "max_connections_per_client.",
+    "downstream_cx_idle_evicted": "Idle downstream connections closed to admit new ones.",
+    "downstream_cx_first_byte_timeout": "Downstream connections that sent nothing in time.",
     "downstream_rq_total": "Downstream requests received.",
     "downstream_rq_active": "Downstream requests in flight.",
     "downstream_rq_timeout": "Downstream requests that timed out.",

@@ -7,9 +7,11 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterator
 from http import HTTPStatus
+from typing import Protocol
 
 import trio
 
+from config.schema import Limits
 from proxy.downstream.context import ConnectionContext
 from proxy.http.errors import ProxyError
 from proxy.http.model import CONNECTION_SPECIFIC, Body, Headers, Request, Response, StreamInfo
@@ -52,6 +54,26 @@ async def run_guarded(
 def deadline_after(seconds: float) -> float:
     """An absolute trio deadline; zero or less means no limit."""
     return trio.current_time() + seconds if seconds > 0 else math.inf
+
+
+class PacedBody(Protocol):
+    """A request body read off a connection: when its pace began (0: not yet), bytes so far."""
+
+    due: float
+    received: int
+
+
+def body_deadline(limits: Limits, body: PacedBody) -> float:
+    """When a wait for request body bytes gives up: after body_idle_timeout with none, or when
+    the body falls below min_body_rate once its first body_idle_timeout is over (a drip of a
+    byte every few seconds that would otherwise hold an upstream slot indefinitely)."""
+    idle = limits.body_idle_timeout
+    if idle <= 0:
+        return math.inf
+    now = trio.current_time()
+    if not body.due:
+        body.due = now + idle
+    return min(now + idle, body.due + body.received / limits.min_body_rate)
 
 
 def new_request(

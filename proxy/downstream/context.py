@@ -9,6 +9,7 @@ import trio
 from config.schema import Limits
 from proxy.chain import Handler
 from proxy.downstream.hangup import HangupSweeper
+from proxy.downstream.idle import IdleConnections
 from proxy.http.model import Request
 from proxy.stats import ListenerStats
 
@@ -27,6 +28,8 @@ class ConnectionContext:
     `protocols` is what a cleartext connection may speak ("http1", "h2c"); TLS connections that
     negotiated "h2" by ALPN are served as HTTP/2 regardless. `hangup`, when given, lets the
     HTTP/1.1 codec notice a client that leaves while its request is in flight (plain TCP only).
+    `idle` is the listener's registry of connections waiting for a request (overload closes the
+    oldest); a context made without a listener gets one of its own.
     """
 
     __slots__ = (
@@ -34,6 +37,7 @@ class ConnectionContext:
         "draining",
         "handler",
         "hangup",
+        "idle",
         "limits",
         "on_complete",
         "peer",
@@ -57,6 +61,7 @@ class ConnectionContext:
         protocols: frozenset[str] = ALL_PROTOCOLS,
         on_complete: OnComplete | None = None,
         hangup: HangupSweeper | None = None,
+        idle: IdleConnections | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits
@@ -69,3 +74,8 @@ class ConnectionContext:
         self.protocols = protocols
         self.on_complete = on_complete
         self.hangup = hangup
+        if idle is None:
+            idle = IdleConnections(
+                limits.max_connections, limits.overload_threshold, stats.cx_active
+            )
+        self.idle = idle

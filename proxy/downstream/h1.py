@@ -14,10 +14,10 @@ from proxy.downstream.common import (
     HOP_BY_HOP,
     PEER_GONE,
     REASONS,
+    body_deadline,
     call_handler,
     complete,
     counted_connection,
-    deadline_after,
     log,
     new_request,
     note_failure,
@@ -48,13 +48,15 @@ _EOM = h11.EndOfMessage()
 class H1Body:
     """A request body read straight off the connection, one h11 event per chunk."""
 
-    __slots__ = ("_server", "credit", "done", "length", "trailers")
+    __slots__ = ("_server", "credit", "done", "due", "length", "received", "trailers")
 
     def __init__(self, server: _H1Server, length: int | None, budget: int) -> None:
         self._server = server
         self.length = length
         self.trailers: Headers | None = None
         self.done = False
+        self.received = 0
+        self.due = 0.0  # see body_deadline
         # Bytes of data minus CHUNK_COST per chunk, from an allowance: below zero, the body is
         # mostly chunk framing (limits.h1_chunk_budget).
         self.credit = budget * CHUNK_COST if budget > 0 else sys.maxsize
@@ -145,15 +147,19 @@ class _H1Server:
         return None  # ConnectionClosed: the client hung up between requests
 
     async def _receive_idle(self) -> bytes | None:
-        """Wait for the first bytes of a request; None when idle too long or draining."""
-        if self.ctx.draining.is_set():
+        """Wait for the first bytes of a request; None when idle too long, evicted or draining."""
+        ctx = self.ctx
+        if ctx.draining.is_set():
             return None
-        with trio.CancelScope(deadline=deadline_after(self.ctx.limits.idle_timeout)) as scope:
-            self.idle_scope = scope
-            try:
+        idle = ctx.idle
+        scope = idle.open(ctx.limits.idle_timeout)
+        self.idle_scope = scope
+        try:
+            with scope:
                 return cast(bytes, await self.stream.receive_some(MAX_RECV))
-            finally:
-                self.idle_scope = None
+        finally:
+            idle.close(scope)
+            self.idle_scope = None
         return None
 
     async def _receive_head(self) -> h11.Request | None:
@@ -249,6 +255,7 @@ class _H1Server:
                     if self.request is not None:
                         self.request.info.bytes_received += len(data)
                     body.credit += len(data)
+                    body.received += len(data)
                     if event.chunk_start:
                         body.credit -= CHUNK_COST
                         if body.credit < 0:
@@ -260,13 +267,14 @@ class _H1Server:
                     return b""
                 if event is not h11.NEED_DATA:
                     raise BadRequest("unexpected end of request body")
-                with trio.move_on_after(self.ctx.limits.stream_idle_timeout or float("inf")):
+                with trio.CancelScope(deadline=body_deadline(self.ctx.limits, body)):
                     received = cast(bytes, await self.stream.receive_some(MAX_RECV))
                     if not received:
                         raise DownstreamDisconnect("client closed during the request body")
                     conn.receive_data(received)
                     continue
-                raise StreamIdleTimeout("no request body bytes within stream_idle_timeout")
+                self.ctx.stats.rq_timeout.inc()
+                raise StreamIdleTimeout("request body stalled (body_idle_timeout, min_body_rate)")
         except h11.RemoteProtocolError as exc:
             self.must_close = body.done = True
             raise BadRequest(str(exc)) from None

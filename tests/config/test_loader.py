@@ -321,12 +321,13 @@ def test_listener_checks() -> None:
     text = edit(
         "address: 127.0.0.1:19010",
         "address: 127.0.0.1:19010\n    protocols: []\n"
-        "    limits: {max_headers: 0, idle_timeout: 0}",
+        "    limits: {max_headers: 0, idle_timeout: 0, overload_threshold: 1.5}",
     )
     assert problems(text) == [
         ("$.listeners[0].protocols", "at least one protocol is needed (http1, h2c)"),
         ("$.listeners[0].limits.max_headers", "must be positive, got 0"),
         ("$.listeners[0].limits.idle_timeout", "must be positive, got 0"),
+        ("$.listeners[0].limits.overload_threshold", "a share of max_connections: at most 1"),
     ]
 
 

@@ -166,15 +166,32 @@ async def test_graceful_drain_finishes_in_flight_requests() -> None:
 
 
 async def test_connections_over_the_limit_are_closed_and_counted() -> None:
+    arrived = trio.Event()
+    release = trio.Event()
+
+    async def slow(request: Request) -> Response:
+        await request.body.aclose()
+        arrived.set()
+        await release.wait()
+        return Response(200, [(b"content-length", b"2")], BytesBody(b"ok"))
+
     limits = schema.Limits(max_connections=1)
-    async with backend(ok) as port, meshwire(one_route_config(0, port, limits=limits)) as mw:
-        async with H1Client.connect(mw.port()) as first:
-            assert (await first.request("GET", "/")).status == 200  # now one connection is active
+    async with backend(slow) as port, meshwire(one_route_config(0, port, limits=limits)) as mw:
+        async with H1Client.connect(mw.port()) as first, trio.open_nursery() as nursery:
+            statuses: list[int] = []
+
+            async def busy() -> None:
+                statuses.append((await first.request("GET", "/")).status)
+
+            nursery.start_soon(busy)  # the only connection has a request in flight: not idle
+            with trio.fail_after(DEADLINE):
+                await arrived.wait()
             extra = await trio.open_tcp_stream("127.0.0.1", mw.port())
             async with extra:
                 await extra.send_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
                 assert await read_until_eof(extra) == b""
-            assert (await first.request("GET", "/")).status == 200
+            release.set()
+        assert statuses == [200]
         assert mw.stat("http.ingress.downstream_cx_overflow") == 1
 
 
