@@ -17,9 +17,12 @@ from tests.integration.test_process import free_port, meshwire_cmd
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 30.0  # seconds: a bound on every wait, never an expectation of speed
 TICKS = os.sysconf("SC_CLK_TCK")
+WELL_BEHAVED = "127.0.0.2"  # loopback answers for all of 127/8
 
 
-def config_yaml(port: int, limits: str = "{}", extra_routes: str = "", filters: str = "") -> str:
+def config_yaml(
+    port: int, limits: str = "{}", extra_routes: str = "", filters: str = "", clusters: str = ""
+) -> str:
     return (
         f"listeners:\n"
         f"  - name: ingress\n"
@@ -30,6 +33,7 @@ def config_yaml(port: int, limits: str = "{}", extra_routes: str = "", filters: 
         f"    routes:\n{extra_routes}"
         f"      - match: {{prefix: /}}\n"
         f"        direct_response: {{status: 200, body: ok}}\n"
+        f"{clusters}"
     )
 
 
@@ -37,11 +41,16 @@ class Target:
     """`meshwire run -c` with one listener that answers 200 `ok` itself."""
 
     def __init__(
-        self, directory: Path, limits: str = "{}", extra: str = "", filters: str = ""
+        self,
+        directory: Path,
+        limits: str = "{}",
+        extra: str = "",
+        filters: str = "",
+        clusters: str = "",
     ) -> None:
         self.port = free_port()
         path = directory / "abuse.yaml"
-        path.write_text(config_yaml(self.port, limits, extra, filters))
+        path.write_text(config_yaml(self.port, limits, extra, filters, clusters))
         argv = meshwire_cmd("run", "-c", str(path), "--no-admin", "--log-level", "error")
         self.log = (directory / "meshwire.log").open("w+")
         self.process = subprocess.Popen(argv, cwd=ROOT, stderr=self.log)
@@ -62,8 +71,11 @@ class Target:
         raise AssertionError("no VmRSS")
 
     def served(self) -> bool:
-        """One well-behaved request on a new connection: True when it got its 200."""
-        client = http.client.HTTPConnection("127.0.0.1", self.port, timeout=DEADLINE)
+        """One well-behaved request on a new connection from another client (127.0.0.2: the
+        attacks come from 127.0.0.1): True when it got its 200."""
+        client = http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=DEADLINE, source_address=(WELL_BEHAVED, 0)
+        )
         try:
             client.request("GET", "/probe")
             response = client.getresponse()
@@ -85,10 +97,11 @@ class Target:
 
 @contextmanager
 def target(
-    directory: Path, limits: str = "{}", extra: str = "", filters: str = ""
+    directory: Path, limits: str = "{}", extra: str = "", filters: str = "", clusters: str = ""
 ) -> Iterator[Target]:
-    """A Target for the block; `filters` go before the router (e.g. "{type: buffer}, ")."""
-    running = Target(directory, limits, extra, filters)
+    """A Target for the block; `filters` go before the router (e.g. "{type: buffer}, "),
+    `extra` routes before the catch-all, `clusters` is a whole `clusters:` section."""
+    running = Target(directory, limits, extra, filters, clusters)
     try:
         yield running
         assert running.process.poll() is None, running.output()
