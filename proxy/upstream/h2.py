@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import TYPE_CHECKING
 
 import h2.config
@@ -30,6 +31,14 @@ CONNECTION_WINDOW = 16 * 1024 * 1024
 _IO_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 # h2 raises these when a stream or the connection is already gone.
 H2_ERRORS = (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError)
+log = logging.getLogger("meshwire.upstream")
+
+
+def final_status(value: bytes) -> int:
+    """A final response's :status as an int, or 0 when it is not three digits from 200 to 599."""
+    if len(value) == 3 and value.isdigit() and b"200" <= value <= b"599":
+        return int(value)
+    return 0
 
 
 class H2ClientConnection:
@@ -254,8 +263,13 @@ class H2ClientConnection:
                     except h2.exceptions.ProtocolError as exc:
                         error = UpstreamProtocolError(f"HTTP/2 protocol error: {exc}")
                         return
-                    for event in events:
-                        self._dispatch(event)
+                    try:
+                        for event in events:
+                            self._dispatch(event)
+                    except Exception as exc:  # an upstream's bytes must never end the process
+                        log.warning("upstream HTTP/2 event not handled: %r", exc)
+                        error = UpstreamProtocolError(f"unhandled upstream event: {exc!r}")
+                        return
                     queued = self.h2.data_to_send()
                     if queued:
                         self._pending += queued
@@ -280,11 +294,20 @@ class H2ClientConnection:
             stream = self.streams.get(event.stream_id or 0)
             if stream is not None:
                 headers: Headers = []
+                status = 0
                 for name, value in event.headers or ():
                     if name == b":status":
-                        stream.status = int(value)
+                        status = final_status(value)
                     elif name[:1] != b":":
                         headers.append((bytes(name), bytes(value)))
+                if not status:
+                    # RFC 9113 §8.3.2 and §8.1.1: a final :status is three digits, 2xx to 5xx;
+                    # anything else is a malformed response (a stream error, a 502 here).
+                    stream.fail(UpstreamProtocolError("malformed :status in the response"))
+                    with contextlib.suppress(*H2_ERRORS):
+                        self.h2.reset_stream(stream.id, ErrorCodes.PROTOCOL_ERROR)
+                    return
+                stream.status = status
                 stream.headers = headers
                 stream.wake()
         elif isinstance(event, h2.events.StreamEnded):
