@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 
 import h2.errors
 import h2.events
+import h2.exceptions
 import pytest
 import trio
 import trio.lowlevel
@@ -398,3 +401,55 @@ async def test_headers_and_rst_in_one_write_spare_the_other_streams(
     for sid in sids:
         assert (await client.response(sid))[1] == b"/%d" % sid
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def ended(sid: int) -> Callable[[h2.events.Event], bool]:
+    return lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == sid
+
+
+async def test_a_stalled_body_gets_408_and_other_streams_are_served(
+    nursery: trio.Nursery,
+) -> None:
+    rec = Recorder(echo, body_idle_timeout=0.2)
+    client = await start(nursery, rec)
+    await client.request(1, b"POST", end=False, extra=[(b"content-length", b"10")])
+    client.conn.send_data(1, b"x")  # one byte of ten, then nothing more
+    await client.flush()
+    await client.request(3)  # a GET on the same connection while stream 1 waits
+    headers, _, _ = await client.response(3)
+    assert headers[b":status"] == b"200"
+    headers, _, _ = await client.response(1)
+    assert headers[b":status"] == b"408"
+    # RFC 9113 §8.1: a complete response before the whole request; the client may stop.
+    reset = await client.wait_for(lambda e: isinstance(e, h2.events.StreamReset))
+    assert reset.error_code == h2.errors.ErrorCodes.NO_ERROR
+    assert rec.stats.rq_timeout.value == 1
+    await client.request(5)  # the connection lives on
+    assert (await client.response(5))[0][b":status"] == b"200"
+
+
+async def test_a_dripping_body_below_min_body_rate_gets_408(nursery: trio.Nursery) -> None:
+    # A byte every 0.05 s never trips body_idle_timeout; it stays far below min_body_rate.
+    rec = Recorder(echo, body_idle_timeout=0.5, min_body_rate=1000)
+    client = await start(nursery, rec)
+    await client.request(1, b"POST", end=False, extra=[(b"content-length", b"1000")])
+
+    async def drip() -> None:
+        # Only this task writes until the stream ends; the test's task only reads.
+        with contextlib.suppress(h2.exceptions.ProtocolError):  # reset: done
+            for _ in range(400):  # bounded: 20 s at most
+                client.conn.send_data(1, b"x")
+                await client.flush()
+                await trio.sleep(0.05)
+
+    async with trio.open_nursery() as dripping:
+        dripping.start_soon(drip)
+        with trio.fail_after(20):
+            while not any(ended(1)(e) for e in client.events):
+                data = await client.stream.receive_some(65536)
+                assert data, f"EOF; events so far {client.events!r}"
+                client.events += client.conn.receive_data(data)
+        dripping.cancel_scope.cancel()
+    status = next(e for e in client.events if isinstance(e, h2.events.ResponseReceived))
+    assert dict(status.headers)[b":status"] == b"408"
+    assert rec.stats.rq_timeout.value == 1

@@ -9,7 +9,14 @@ import trio
 
 from config import schema
 from proxy.http.model import BytesBody, Request, Response, read_all
-from tests.integration.harness import H1Client, Running, backend, meshwire, one_route_config
+from tests.integration.harness import (
+    H1Client,
+    H2Client,
+    Running,
+    backend,
+    meshwire,
+    one_route_config,
+)
 
 DEADLINE = 20  # generous bound on waits; tests never assert elapsed time
 
@@ -142,3 +149,24 @@ async def test_a_dripping_body_gets_408_and_frees_its_cluster_slot() -> None:
             assert answer.startswith(b"HTTP/1.1 408 ")
             assert await served(mw.port()) == 200
             assert mw.stat("cluster.backend.upstream_rq_pending_overflow") == 0
+
+
+async def test_a_stalled_h2_body_gets_408_and_frees_its_cluster_slot() -> None:
+    limits = schema.Limits(body_idle_timeout=schema.Duration(0.2))
+    async with backend(ok) as port:
+        config = with_max_requests(one_route_config(0, port, limits=limits), 1)
+        async with meshwire(config) as mw, H2Client.connect(mw.port()) as client:
+            sid = client.conn.get_next_available_stream_id()
+            client.done[sid] = trio.Event()
+            head = [(b":method", b"POST"), (b":path", b"/upload"), (b":scheme", b"http")]
+            head += [(b":authority", b"x"), (b"content-length", b"10")]
+            client.conn.send_headers(sid, head)
+            client.conn.send_data(sid, b"x")  # one byte, then silence: holds the only slot
+            await client.flush()
+            with trio.fail_after(DEADLINE):
+                await client.done[sid].wait()
+            assert client.replies[sid].status == 408
+            with trio.fail_after(DEADLINE):
+                assert (await client.request("GET", "/")).status == 200
+            assert mw.stat("cluster.backend.upstream_rq_pending_overflow") == 0
+            assert mw.stat("http.ingress.downstream_rq_timeout") == 1
