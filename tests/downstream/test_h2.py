@@ -453,3 +453,58 @@ async def test_a_dripping_body_below_min_body_rate_gets_408(nursery: trio.Nurser
     status = next(e for e in client.events if isinstance(e, h2.events.ResponseReceived))
     assert dict(status.headers)[b":status"] == b"408"
     assert rec.stats.rq_timeout.value == 1
+
+
+@pytest.mark.parametrize("served_one", [False, True])
+async def test_an_evicted_idle_connection_gets_goaway(
+    nursery: trio.Nursery, served_one: bool
+) -> None:
+    rec = Recorder(hello, header_read_timeout=100.0, idle_timeout=100.0)
+    ctx = rec.context()
+    client_stream, server_stream = pair()
+    nursery.start_soon(serve_h2, server_stream, ctx)
+    client = H2Client(client_stream)
+    await client.start()
+    await client.wait_for(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+    if served_one:  # idle again once its only stream has ended, with no byte from us since
+        await client.request(1)
+        with trio.fail_after(5):
+            while not any(ended(1)(e) for e in client.events):
+                client.events += client.conn.receive_data(await client.stream.receive_some())
+    await trio.testing.wait_all_tasks_blocked()  # the server has read our last frames
+    assert len(ctx.idle) == 1
+    assert ctx.idle.evict()
+    end = await client.wait_for(goaway)
+    assert end.error_code == h2.errors.ErrorCodes.NO_ERROR
+    await client.wait_eof()
+
+
+async def test_an_open_stream_is_not_evicted(nursery: trio.Nursery) -> None:
+    gate = trio.Event()
+
+    async def wait(request: Request) -> Response:
+        await gate.wait()
+        return Response.text(200, "late")
+
+    rec = Recorder(wait)
+    ctx = rec.context()
+    client_stream, server_stream = pair()
+    nursery.start_soon(serve_h2, server_stream, ctx)
+    client = H2Client(client_stream)
+    await client.start()
+    await client.request(1)
+    await until(lambda: len(rec.requests) == 1)
+    assert not ctx.idle.evict()
+    gate.set()
+    assert (await client.response(1))[1] == b"late"
+
+
+async def test_under_overload_an_idle_connection_waits_less(nursery: trio.Nursery) -> None:
+    # At max_connections a wait gets a tenth of its timeout: 10 s (beyond the 5 s bound of
+    # wait_for) becomes 1 s.
+    rec = Recorder(hello, max_connections=10, idle_timeout=10.0)
+    rec.stats.cx_active.value = 10
+    client = await start(nursery, rec)
+    await client.request(1)
+    assert (await client.response(1))[0][b":status"] == b"200"
+    assert (await client.wait_for(goaway)).error_code == h2.errors.ErrorCodes.NO_ERROR

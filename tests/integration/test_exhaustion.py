@@ -6,9 +6,12 @@ import contextlib
 
 import msgspec
 import trio
+from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 from config import schema
+from proxy.downstream.negotiate import PREFACE
 from proxy.http.model import BytesBody, Request, Response, read_all
+from tests.downstream.helpers import parse_frames
 from tests.integration.harness import (
     H1Client,
     H2Client,
@@ -170,3 +173,35 @@ async def test_a_stalled_h2_body_gets_408_and_frees_its_cluster_slot() -> None:
                 assert (await client.request("GET", "/")).status == 200
             assert mw.stat("cluster.backend.upstream_rq_pending_overflow") == 0
             assert mw.stat("http.ingress.downstream_rq_timeout") == 1
+
+
+async def idle_h2(port: int) -> trio.SocketStream:
+    """An HTTP/2 connection past its prefaces (the server's SETTINGS read) that opens no stream."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(PREFACE + SettingsFrame(0).serialize())
+    data = b""
+    with trio.fail_after(DEADLINE):
+        while not any(isinstance(f, SettingsFrame) for f in parse_frames(data)):
+            chunk = await stream.receive_some(65536)
+            assert chunk, "closed before the server's SETTINGS"
+            data += chunk
+    return stream
+
+
+async def test_at_max_connections_an_idle_h2_connection_makes_room() -> None:
+    limits = schema.Limits(
+        max_connections=4,
+        header_read_timeout=schema.Duration(30),
+        idle_timeout=schema.Duration(30),
+    )
+    async with backend(ok) as port, meshwire(one_route_config(0, port, limits=limits)) as mw:
+        idle = [await idle_h2(mw.port()) for _ in range(4)]
+        await wait_for_stat(mw, "http.ingress.downstream_cx_active", 4)
+        assert await served(mw.port()) == 200
+        async with idle[0]:  # the longest idle: GOAWAY, then closed
+            frames = parse_frames(await read_until_eof(idle[0]))
+        assert [f.error_code for f in frames if isinstance(f, GoAwayFrame)] == [0]
+        assert mw.stat("http.ingress.downstream_cx_idle_evicted") == 1
+        assert mw.stat("http.ingress.downstream_cx_overflow") == 0
+        for stream in idle[1:]:
+            await stream.aclose()
