@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 _ALPN = ("h2", "http/1.1")
+# Limits whose schema comment documents 0 as "off"; every other limit must be positive.
+OFF_AT_ZERO = frozenset({"h1_chunk_budget"})
 _WILDCARDS = frozenset({"0.0.0.0", "::", "*"})
 
 
@@ -247,7 +249,11 @@ class _Checker:
         limits = child(path, "limits")
         for field in msgspec.structs.fields(listener.limits):
             value = getattr(listener.limits, field.name)
-            self.positive(value, child(limits, field.name))
+            if field.name in OFF_AT_ZERO:
+                if value < 0:
+                    self.add(child(limits, field.name), f"must not be negative, got {value:g}")
+            else:
+                self.positive(value, child(limits, field.name))
         if listener.limits.overload_threshold > 1:
             self.add(child(limits, "overload_threshold"), "a share of max_connections: at most 1")
 

@@ -180,14 +180,19 @@ class H2Server:
         if self.goaway_sent:
             return -math.inf
         limits = self.ctx.limits
+        scale = self.ctx.idle.scale()  # past overload_threshold, idle connections go sooner
         if not self.seen_headers:
             timeout = limits.header_read_timeout
-            return self.started + timeout if timeout > 0 else math.inf
-        return self.last_active + limits.idle_timeout if limits.idle_timeout > 0 else math.inf
+            return self.started + timeout * scale if timeout > 0 else math.inf
+        timeout = limits.idle_timeout
+        return self.last_active + timeout * scale if timeout > 0 else math.inf
 
     def _update_deadline(self) -> None:
-        if self.recv_scope is not None:
-            self.recv_scope.deadline = self._deadline()
+        scope = self.recv_scope
+        if scope is not None:
+            scope.deadline = self._deadline()
+            if not self.streams:
+                self.ctx.idle.watch(scope)  # the last stream ended while the reader waits
 
     async def _read_loop(self, initial: bytes) -> None:
         conn = self.h2
@@ -228,8 +233,14 @@ class H2Server:
                 await self.flush()
             with trio.CancelScope(deadline=self._deadline()) as scope:
                 self.recv_scope = scope
+                if not self.streams:
+                    # Idle: at max_connections the listener may close this one for a new one
+                    # (cancelling the scope takes the deadline path: GOAWAY).
+                    self.ctx.idle.watch(scope)
                 data = await self.stream.receive_some(MAX_RECV)
             self.recv_scope = None
+            if not self.streams:  # streams only end during a wait: none open, it was watched
+                self.ctx.idle.close(scope)
             if scope.cancelled_caught:
                 if self.streams:
                     data = b""

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from proxy.downstream.common import HOP_BY_HOP
+from proxy.downstream.common import HOP_BY_HOP, body_deadline
+from proxy.http.errors import StreamIdleTimeout
 from proxy.http.model import Body, Headers, Request, Response
 
 if TYPE_CHECKING:
@@ -28,8 +29,10 @@ class H2Body:
         "_server",
         "_wakeup",
         "closed",
+        "due",
         "ended",
         "length",
+        "received",
         "stream_id",
         "trailers",
     )
@@ -44,11 +47,14 @@ class H2Body:
         self._error: BaseException | None = None
         self.ended = False
         self.closed = False
+        self.received = 0
+        self.due = 0.0  # see body_deadline
 
     # --- fed by the connection's reader (synchronous) ------------------------------------------
 
     def feed(self, data: bytes, flow_len: int) -> None:
         self._chunks.append((data, flow_len))
+        self.received += len(data)
         self._wake()
 
     def end(self) -> None:
@@ -80,7 +86,16 @@ class H2Body:
             if self.ended or self.closed:
                 return b""
             self._wakeup = wakeup = trio.Event()
-            await wakeup.wait()
+            with trio.CancelScope(deadline=body_deadline(self._server.ctx.limits, self)):
+                await wakeup.wait()
+                continue
+            self._wakeup = None
+            self._server.ctx.stats.rq_timeout.inc()
+            # The rescue answers 408; _release then resets the stream (the body never ended).
+            self._error = exc = StreamIdleTimeout(
+                "request body stalled (body_idle_timeout, min_body_rate)"
+            )
+            raise exc
         data, flow_len = self._chunks.popleft()
         if flow_len:
             await self._server.acknowledge(self.stream_id, flow_len)

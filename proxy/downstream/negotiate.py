@@ -31,16 +31,24 @@ async def _sniff(stream: trio.abc.Stream, ctx: ConnectionContext) -> bytes | Non
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(stop_when_draining)
-        with trio.CancelScope(deadline=deadline_after(ctx.limits.idle_timeout)):
-            try:
+        # A head's first bytes: header_read_timeout (scaled under load), and at max_connections
+        # the listener may close this connection for a new one, as it may a silent one.
+        idle = ctx.idle
+        scope = idle.open(ctx.limits.header_read_timeout)
+        try:
+            with scope:
                 while len(buf) < len(PREFACE) and PREFACE.startswith(buf):
                     data = await stream.receive_some(65536)
                     if not data:
                         buf = b""
                         break
                     buf += data
-            except PEER_GONE:
-                buf = b""
+        except PEER_GONE:
+            buf = b""
+        finally:
+            idle.close(scope)
+        if scope.cancelled_caught:
+            buf = b""  # a stalled preface (or TLS client): nothing to serve
         nursery.cancel_scope.cancel()
     return buf or None
 

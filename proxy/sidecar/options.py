@@ -29,6 +29,9 @@ from config.sidecar import (
 DAPR_HTTP_PORT = 3500
 DAPR_GRPC_PORT = 50001
 INTERNAL_LISTENER = "dapr-internal"
+# The Dapr API listeners serve one local app, whose every connection comes from one address:
+# a per-client cap there would only cap the app (max_connections still bounds the listener).
+APP_LIMITS = schema.Limits(max_connections_per_client=schema.Limits().max_connections)
 # The flag that sets each generated listener's port ("admin": the admin port), for messages.
 LISTENER_FLAGS = {
     "dapr-http": "--dapr-http-port",
@@ -116,6 +119,7 @@ def sidecar_config(
             address=_address(host, args.dapr_http_port),
             filters=[DaprApiFilter()],
             use_remote_address=False,  # daprd adds no x-forwarded-* for the app's own calls
+            limits=APP_LIMITS,
         ),
         schema.Listener(
             name=INTERNAL_LISTENER,
@@ -133,6 +137,7 @@ def sidecar_config(
             filters=[DaprGrpcFilter()],
             generate_request_id=False,  # proxied gRPC calls travel with the caller's metadata only
             use_remote_address=False,
+            limits=APP_LIMITS,
         ),
     ]
     clusters: list[schema.Cluster] = []

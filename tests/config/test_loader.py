@@ -331,6 +331,19 @@ def test_listener_checks() -> None:
     ]
 
 
+def test_a_limit_documented_as_off_at_zero_accepts_zero() -> None:
+    text = edit(
+        "address: 127.0.0.1:19010", "address: 127.0.0.1:19010\n    limits: {h1_chunk_budget: 0}"
+    )
+    assert load_text(text).listeners[0].limits.h1_chunk_budget == 0
+    text = edit(
+        "address: 127.0.0.1:19010", "address: 127.0.0.1:19010\n    limits: {h1_chunk_budget: -1}"
+    )
+    assert problems(text) == [
+        ("$.listeners[0].limits.h1_chunk_budget", "must not be negative, got -1")
+    ]
+
+
 def test_tls_files_relative_to_base_dir(tmp_path: Path) -> None:
     (tmp_path / "cert.pem").write_text("cert")
     (tmp_path / "key.pem").write_text("key")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 
 import h2.errors
 import h2.events
+import h2.exceptions
 import pytest
 import trio
 import trio.lowlevel
@@ -398,3 +401,110 @@ async def test_headers_and_rst_in_one_write_spare_the_other_streams(
     for sid in sids:
         assert (await client.response(sid))[1] == b"/%d" % sid
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def ended(sid: int) -> Callable[[h2.events.Event], bool]:
+    return lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == sid
+
+
+async def test_a_stalled_body_gets_408_and_other_streams_are_served(
+    nursery: trio.Nursery,
+) -> None:
+    rec = Recorder(echo, body_idle_timeout=0.2)
+    client = await start(nursery, rec)
+    await client.request(1, b"POST", end=False, extra=[(b"content-length", b"10")])
+    client.conn.send_data(1, b"x")  # one byte of ten, then nothing more
+    await client.flush()
+    await client.request(3)  # a GET on the same connection while stream 1 waits
+    headers, _, _ = await client.response(3)
+    assert headers[b":status"] == b"200"
+    headers, _, _ = await client.response(1)
+    assert headers[b":status"] == b"408"
+    # RFC 9113 §8.1: a complete response before the whole request; the client may stop.
+    reset = await client.wait_for(lambda e: isinstance(e, h2.events.StreamReset))
+    assert reset.error_code == h2.errors.ErrorCodes.NO_ERROR
+    assert rec.stats.rq_timeout.value == 1
+    await client.request(5)  # the connection lives on
+    assert (await client.response(5))[0][b":status"] == b"200"
+
+
+async def test_a_dripping_body_below_min_body_rate_gets_408(nursery: trio.Nursery) -> None:
+    # A byte every 0.05 s never trips body_idle_timeout; it stays far below min_body_rate.
+    rec = Recorder(echo, body_idle_timeout=0.5, min_body_rate=1000)
+    client = await start(nursery, rec)
+    await client.request(1, b"POST", end=False, extra=[(b"content-length", b"1000")])
+
+    async def drip() -> None:
+        # Only this task writes until the stream ends; the test's task only reads.
+        with contextlib.suppress(h2.exceptions.ProtocolError):  # reset: done
+            for _ in range(400):  # bounded: 20 s at most
+                client.conn.send_data(1, b"x")
+                await client.flush()
+                await trio.sleep(0.05)
+
+    async with trio.open_nursery() as dripping:
+        dripping.start_soon(drip)
+        with trio.fail_after(20):
+            while not any(ended(1)(e) for e in client.events):
+                data = await client.stream.receive_some(65536)
+                assert data, f"EOF; events so far {client.events!r}"
+                client.events += client.conn.receive_data(data)
+        dripping.cancel_scope.cancel()
+    status = next(e for e in client.events if isinstance(e, h2.events.ResponseReceived))
+    assert dict(status.headers)[b":status"] == b"408"
+    assert rec.stats.rq_timeout.value == 1
+
+
+@pytest.mark.parametrize("served_one", [False, True])
+async def test_an_evicted_idle_connection_gets_goaway(
+    nursery: trio.Nursery, served_one: bool
+) -> None:
+    rec = Recorder(hello, header_read_timeout=100.0, idle_timeout=100.0)
+    ctx = rec.context()
+    client_stream, server_stream = pair()
+    nursery.start_soon(serve_h2, server_stream, ctx)
+    client = H2Client(client_stream)
+    await client.start()
+    await client.wait_for(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+    if served_one:  # idle again once its only stream has ended, with no byte from us since
+        await client.request(1)
+        with trio.fail_after(5):
+            while not any(ended(1)(e) for e in client.events):
+                client.events += client.conn.receive_data(await client.stream.receive_some())
+    await trio.testing.wait_all_tasks_blocked()  # the server has read our last frames
+    assert len(ctx.idle) == 1
+    assert ctx.idle.evict()
+    end = await client.wait_for(goaway)
+    assert end.error_code == h2.errors.ErrorCodes.NO_ERROR
+    await client.wait_eof()
+
+
+async def test_an_open_stream_is_not_evicted(nursery: trio.Nursery) -> None:
+    gate = trio.Event()
+
+    async def wait(request: Request) -> Response:
+        await gate.wait()
+        return Response.text(200, "late")
+
+    rec = Recorder(wait)
+    ctx = rec.context()
+    client_stream, server_stream = pair()
+    nursery.start_soon(serve_h2, server_stream, ctx)
+    client = H2Client(client_stream)
+    await client.start()
+    await client.request(1)
+    await until(lambda: len(rec.requests) == 1)
+    assert not ctx.idle.evict()
+    gate.set()
+    assert (await client.response(1))[1] == b"late"
+
+
+async def test_under_overload_an_idle_connection_waits_less(nursery: trio.Nursery) -> None:
+    # At max_connections a wait gets a tenth of its timeout: 10 s (beyond the 5 s bound of
+    # wait_for) becomes 1 s.
+    rec = Recorder(hello, max_connections=10, idle_timeout=10.0)
+    rec.stats.cx_active.value = 10
+    client = await start(nursery, rec)
+    await client.request(1)
+    assert (await client.response(1))[0][b":status"] == b"200"
+    assert (await client.wait_for(goaway)).error_code == h2.errors.ErrorCodes.NO_ERROR

@@ -18,6 +18,7 @@ from tests.downstream.helpers import (
     parse_frames,
     read_to_eof,
     read_until,
+    until,
 )
 
 GET = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -104,6 +105,34 @@ async def test_eof_before_any_byte_and_draining(nursery: trio.Nursery) -> None:
     assert await read_to_eof(other) == b""
     await trio.testing.wait_all_tasks_blocked()
     assert (rec.stats.cx_total.value, rec.stats.cx_active.value) == (2, 0)
+
+
+@pytest.mark.parametrize(
+    ("tls", "alpn", "sent"),
+    [(False, None, b"P"), (True, "http/1.1", b""), (True, "http/1.1", b"PRI"), (True, None, b"P")],
+)
+async def test_a_stalled_start_is_closed_after_header_read_timeout(
+    nursery: trio.Nursery, tls: bool, alpn: str | None, sent: bytes
+) -> None:
+    # The listener saw a first byte (or a TLS handshake): the rest of the preface, or a first
+    # request after the handshake, must come within header_read_timeout, not idle_timeout.
+    rec = Recorder(hello, header_read_timeout=0.2)
+    stream = await start(nursery, rec, tls=tls, alpn=alpn)
+    await stream.send_all(sent)
+    assert await read_to_eof(stream) == b""
+    assert rec.requests == []
+
+
+async def test_a_stalled_preface_can_be_evicted(nursery: trio.Nursery) -> None:
+    rec = Recorder(hello, header_read_timeout=100.0)
+    ctx = rec.context()
+    client, server = pair()
+    nursery.start_soon(serve_connection, server, ctx)
+    await client.send_all(b"P")
+    await until(lambda: len(ctx.idle) == 1)  # at max_connections, a candidate to close
+    assert ctx.idle.evict()
+    assert await read_to_eof(client) == b""
+    await until(lambda: rec.stats.cx_active.value == 0)
 
 
 async def test_h2_connection_events_reach_client(nursery: trio.Nursery) -> None:

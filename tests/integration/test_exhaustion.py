@@ -6,10 +6,20 @@ import contextlib
 
 import msgspec
 import trio
+from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 from config import schema
+from proxy.downstream.negotiate import PREFACE
 from proxy.http.model import BytesBody, Request, Response, read_all
-from tests.integration.harness import H1Client, Running, backend, meshwire, one_route_config
+from tests.downstream.helpers import parse_frames
+from tests.integration.harness import (
+    H1Client,
+    H2Client,
+    Running,
+    backend,
+    meshwire,
+    one_route_config,
+)
 
 DEADLINE = 20  # generous bound on waits; tests never assert elapsed time
 
@@ -142,3 +152,56 @@ async def test_a_dripping_body_gets_408_and_frees_its_cluster_slot() -> None:
             assert answer.startswith(b"HTTP/1.1 408 ")
             assert await served(mw.port()) == 200
             assert mw.stat("cluster.backend.upstream_rq_pending_overflow") == 0
+
+
+async def test_a_stalled_h2_body_gets_408_and_frees_its_cluster_slot() -> None:
+    limits = schema.Limits(body_idle_timeout=schema.Duration(0.2))
+    async with backend(ok) as port:
+        config = with_max_requests(one_route_config(0, port, limits=limits), 1)
+        async with meshwire(config) as mw, H2Client.connect(mw.port()) as client:
+            sid = client.conn.get_next_available_stream_id()
+            client.done[sid] = trio.Event()
+            head = [(b":method", b"POST"), (b":path", b"/upload"), (b":scheme", b"http")]
+            head += [(b":authority", b"x"), (b"content-length", b"10")]
+            client.conn.send_headers(sid, head)
+            client.conn.send_data(sid, b"x")  # one byte, then silence: holds the only slot
+            await client.flush()
+            with trio.fail_after(DEADLINE):
+                await client.done[sid].wait()
+            assert client.replies[sid].status == 408
+            with trio.fail_after(DEADLINE):
+                assert (await client.request("GET", "/")).status == 200
+            assert mw.stat("cluster.backend.upstream_rq_pending_overflow") == 0
+            assert mw.stat("http.ingress.downstream_rq_timeout") == 1
+
+
+async def idle_h2(port: int) -> trio.SocketStream:
+    """An HTTP/2 connection past its prefaces (the server's SETTINGS read) that opens no stream."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(PREFACE + SettingsFrame(0).serialize())
+    data = b""
+    with trio.fail_after(DEADLINE):
+        while not any(isinstance(f, SettingsFrame) for f in parse_frames(data)):
+            chunk = await stream.receive_some(65536)
+            assert chunk, "closed before the server's SETTINGS"
+            data += chunk
+    return stream
+
+
+async def test_at_max_connections_an_idle_h2_connection_makes_room() -> None:
+    limits = schema.Limits(
+        max_connections=4,
+        header_read_timeout=schema.Duration(30),
+        idle_timeout=schema.Duration(30),
+    )
+    async with backend(ok) as port, meshwire(one_route_config(0, port, limits=limits)) as mw:
+        idle = [await idle_h2(mw.port()) for _ in range(4)]
+        await wait_for_stat(mw, "http.ingress.downstream_cx_active", 4)
+        assert await served(mw.port()) == 200
+        async with idle[0]:  # the longest idle: GOAWAY, then closed
+            frames = parse_frames(await read_until_eof(idle[0]))
+        assert [f.error_code for f in frames if isinstance(f, GoAwayFrame)] == [0]
+        assert mw.stat("http.ingress.downstream_cx_idle_evicted") == 1
+        assert mw.stat("http.ingress.downstream_cx_overflow") == 0
+        for stream in idle[1:]:
+            await stream.aclose()
