@@ -31,6 +31,12 @@ def raw_frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
     return header + struct.pack(">I", stream_id) + payload
 
 
+HOSTILE = [
+    "data-after-end", "headers-after-end", "rst", "window-overflow", "unknown", "ping", "goaway",
+    "bad-settings", "push", "continuation", "trailers-pseudo",
+]  # fmt: skip
+
+
 @st.composite
 def plan(draw: st.DrawFn) -> dict[str, object]:
     """How the upstream answers one request: its status and headers, whether the body is sent
@@ -53,26 +59,7 @@ def plan(draw: st.DrawFn) -> dict[str, object]:
             )
         ),
         "body": draw(st.sampled_from(["whole", "whole", "none", "unended"])),
-        "hostile": draw(
-            st.lists(
-                st.sampled_from(
-                    [
-                        "data-after-end",
-                        "headers-after-end",
-                        "rst",
-                        "window-overflow",
-                        "unknown",
-                        "ping",
-                        "goaway",
-                        "bad-settings",
-                        "push",
-                        "continuation",
-                        "trailers-pseudo",
-                    ]
-                ),
-                max_size=2,
-            )
-        ),  # fmt: skip
+        "hostile": draw(st.lists(st.sampled_from(HOSTILE), max_size=2)),
     }
 
 
