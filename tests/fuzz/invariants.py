@@ -1,12 +1,15 @@
-"""What every fuzz example must hold: nothing logged as an error, and an end within a deadline."""
+"""What every fuzz example must hold: nothing logged as an error, an end within a deadline, and
+bounded memory."""
 
 from __future__ import annotations
 
 import logging
+import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 HANG_DEADLINE = 20.0  # seconds: generous; a codec that has not ended by then is stuck
+PEAK_BYTES = 16 << 20  # what one example (inputs of a few KiB) may allocate at its peak
 
 
 class _Errors(logging.Handler):
@@ -31,3 +34,16 @@ def no_errors_logged() -> Iterator[None]:
         root.removeHandler(handler)
     messages = [f"{r.name}: {r.getMessage()}" for r in handler.records]
     assert messages == [], messages
+
+
+@contextmanager
+def bounded_memory(limit: int = PEAK_BYTES) -> Iterator[None]:
+    """Fail if the block's Python allocations peak above `limit` (a buffer that grows with
+    what a peer sends instead of staying within the limits)."""
+    tracemalloc.start()
+    try:
+        yield
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < limit, f"peaked at {peak} bytes"

@@ -14,7 +14,7 @@ from proxy.downstream.context import ConnectionContext
 from proxy.downstream.negotiate import serve_connection
 from proxy.http.model import BytesBody, Request, Response
 from proxy.stats import ListenerStats, Stats
-from tests.fuzz.invariants import HANG_DEADLINE, no_errors_logged
+from tests.fuzz.invariants import HANG_DEADLINE, bounded_memory, no_errors_logged
 from tests.fuzz.requests_h1 import Sent, mutated, request, split
 
 LIMITS = schema.Limits(max_header_bytes=4096, max_request_body_bytes=4096)
@@ -93,7 +93,7 @@ def check_alignment(sent: list[Sent], got: list[tuple[int, bytes]]) -> None:
 def test_request_sequences(data: st.DataObject, count: int, cuts: list[int]) -> None:
     sent = [data.draw(request(i)) for i in range(count)]
     stream = b"".join(s.data for s in sent)
-    with no_errors_logged():
+    with no_errors_logged(), bounded_memory():
         out = trio.run(exchange, split(stream, cuts))
     check_alignment(sent, responses(out))
 
@@ -102,7 +102,7 @@ def test_request_sequences(data: st.DataObject, count: int, cuts: list[int]) -> 
 def test_mutated_requests(data: st.DataObject, count: int, cuts: list[int]) -> None:
     stream = b"".join(data.draw(request(i)).data for i in range(count))
     stream = data.draw(mutated(stream))
-    with no_errors_logged():
+    with no_errors_logged(), bounded_memory():
         out = trio.run(exchange, split(stream, cuts))
     for status, _ in responses(out):
         assert 100 <= status < 600
@@ -110,6 +110,6 @@ def test_mutated_requests(data: st.DataObject, count: int, cuts: list[int]) -> N
 
 @given(st.binary(max_size=300), st.lists(st.integers(0, 10_000), max_size=4))
 def test_raw_bytes(raw: bytes, cuts: list[int]) -> None:
-    with no_errors_logged():
+    with no_errors_logged(), bounded_memory():
         out = trio.run(exchange, split(b"GET / HTTP/1.1\r\n" + raw, cuts))
     responses(out)

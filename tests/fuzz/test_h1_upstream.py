@@ -10,7 +10,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.invariants import HANG_DEADLINE, no_errors_logged
+from tests.fuzz.invariants import HANG_DEADLINE, bounded_memory, no_errors_logged
 from tests.integration.harness import H1Client, meshwire, one_route_config, raw_backend
 
 ROUTE_TIMEOUT = 0.5  # a response that never completes ends as 504 quickly
@@ -118,5 +118,5 @@ async def exchange(responses: list[tuple[bytes, bool]]) -> None:
 @given(st.data(), st.integers(2, 4))
 def test_hostile_responses_never_reach_another_client(data: st.DataObject, count: int) -> None:
     responses = [data.draw(response(i)) for i in range(count)]
-    with no_errors_logged():
+    with no_errors_logged(), bounded_memory():
         trio.run(exchange, responses)

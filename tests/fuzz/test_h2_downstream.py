@@ -19,7 +19,7 @@ from config import schema
 from proxy.downstream.context import ConnectionContext
 from proxy.downstream.negotiate import serve_connection
 from proxy.stats import ListenerStats, Stats
-from tests.fuzz.invariants import HANG_DEADLINE, no_errors_logged
+from tests.fuzz.invariants import HANG_DEADLINE, bounded_memory, no_errors_logged
 from tests.fuzz.requests_h1 import split
 from tests.fuzz.test_h1_downstream import echo
 
@@ -133,7 +133,7 @@ def test_requests_among_hostile_frames(
 ) -> None:
     writes, paths = talk
     pieces = [p for w in writes for p in split(w, cuts)]
-    with no_errors_logged():
+    with no_errors_logged(), bounded_memory():
         out = trio.run(exchange, pieces)
     for sid, (status, body) in responses(out).items():
         if status == b"200":

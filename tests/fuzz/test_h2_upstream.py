@@ -16,7 +16,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.invariants import HANG_DEADLINE, no_errors_logged
+from tests.fuzz.invariants import HANG_DEADLINE, bounded_memory, no_errors_logged
 from tests.integration.harness import H1Client, meshwire, one_route_config, raw_backend
 
 ROUTE_TIMEOUT = 0.5
@@ -159,5 +159,5 @@ async def exchange(plans: list[dict[str, object]]) -> None:
 
 @given(st.lists(plan(), min_size=2, max_size=4))
 def test_concurrent_requests_over_a_hostile_h2_upstream(plans: list[dict[str, object]]) -> None:
-    with no_errors_logged():
+    with no_errors_logged(), bounded_memory():
         trio.run(exchange, plans)
