@@ -63,6 +63,7 @@ def test_silent_connections_are_closed_and_others_served(tmp_path: Path) -> None
 
 def test_slowloris_heads_get_408_and_others_are_served(tmp_path: Path) -> None:
     with target(tmp_path, limits=QUICK) as mw:
+        cpu, rss = mw.cpu_seconds(), mw.rss_mb()
         socks = [connect(mw.port) for _ in range(SLOW_HEADS)]
         try:
             for sock in socks:
@@ -73,7 +74,10 @@ def test_slowloris_heads_get_408_and_others_are_served(tmp_path: Path) -> None:
             for sock in socks:
                 sock.close()
         assert mw.served()
+        spent, grew = mw.cpu_seconds() - cpu, mw.rss_mb() - rss
     assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in got)
+    assert spent < CPU_BOUND, spent
+    assert grew < RSS_BOUND_MB, grew
 
 
 def endless_head_upstream(server: socket.socket, stop: threading.Event) -> None:
