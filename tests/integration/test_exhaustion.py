@@ -20,6 +20,7 @@ from tests.integration.harness import (
     meshwire,
     one_route_config,
 )
+from tests.integration.test_faults import read_until_eof
 
 DEADLINE = 20  # generous bound on waits; tests never assert elapsed time
 
@@ -27,19 +28,6 @@ DEADLINE = 20  # generous bound on waits; tests never assert elapsed time
 async def ok(request: Request) -> Response:
     await read_all(request.body, 1 << 20)
     return Response(200, [(b"content-length", b"2")], BytesBody(b"ok"))
-
-
-async def read_until_eof(stream: trio.abc.Stream) -> bytes:
-    data = b""
-    with trio.fail_after(DEADLINE):
-        while True:
-            try:
-                chunk = await stream.receive_some(65536)
-            except trio.BrokenResourceError:
-                return data
-            if not chunk:
-                return data
-            data += chunk
 
 
 async def wait_for_stat(mw: Running, name: str, value: int) -> None:
