@@ -239,9 +239,9 @@ class H2ClientConnection:
             data = data[sent:]
             await self.flush()
 
-    def reset(self, stream: H2Stream) -> None:
+    def reset(self, stream: H2Stream, code: ErrorCodes = ErrorCodes.CANCEL) -> None:
         with contextlib.suppress(*H2_ERRORS):
-            self.h2.reset_stream(stream.id, ErrorCodes.CANCEL)
+            self.h2.reset_stream(stream.id, code)
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -304,8 +304,7 @@ class H2ClientConnection:
                     # RFC 9113 §8.3.2 and §8.1.1: a final :status is three digits, 2xx to 5xx;
                     # anything else is a malformed response (a stream error, a 502 here).
                     stream.fail(UpstreamProtocolError("malformed :status in the response"))
-                    with contextlib.suppress(*H2_ERRORS):
-                        self.h2.reset_stream(stream.id, ErrorCodes.PROTOCOL_ERROR)
+                    self.reset(stream, ErrorCodes.PROTOCOL_ERROR)
                     return
                 stream.status = status
                 stream.headers = headers
