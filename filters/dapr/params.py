@@ -16,6 +16,7 @@ __all__ = [
     "load_json",
     "metadata_params",
     "metadata_value",
+    "parse_go_int",
     "path_param",
     "printable",
 ]
@@ -24,6 +25,7 @@ __all__ = [
 # query filter, re-encoding a state value) stays far from Python's recursion limit.
 MAX_JSON_DEPTH = 128
 
+_GO_INT = re.compile(r"[+-]?[0-9]+")  # what Go's strconv.ParseInt(s, 10, …) reads
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -53,6 +55,12 @@ def is_json_content_type(content_type: str) -> bool:
     """application/json (with parameters) or any `+json` suffix type."""
     media = content_type.partition(";")[0].strip().lower()
     return media == "application/json" or media.endswith("+json")
+
+
+def parse_go_int(text: str) -> int | None:
+    """A base-10 integer as daprd's components read metadata numbers (an optional sign, then
+    ASCII digits only: no spaces, underscores or other digits Python's int takes); else None."""
+    return int(text) if _GO_INT.fullmatch(text) else None
 
 
 def path_param(raw: bytes) -> str:

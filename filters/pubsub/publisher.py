@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from opentelemetry.util.types import AttributeValue
 
 from exporters.dapr_metrics import DaprMetrics
 from exporters.spans import RecordingSpan, SpanRecorder
-from filters.dapr.params import metadata_value, printable
+from filters.dapr.params import metadata_value, parse_go_int, printable
 from filters.pubsub.broker import Feature, PublishRequest, PubSubError
 from filters.pubsub.components import NamedPubSub, PubSubs
 from filters.pubsub.envelope import CLOUDEVENTS_JSON, EnvelopeError, Overrides, build_envelope
@@ -25,7 +24,6 @@ __all__ = ["BulkEntry", "Publisher", "traceparent_of"]
 RAW_PAYLOAD = "rawPayload"
 TTL_IN_SECONDS = "ttlInSeconds"
 MAX_TTL_SECONDS = (2**63 - 1) // 10**9  # a Go time.Duration's range, in seconds
-_INTEGER = re.compile(r"[+-]?[0-9]+")  # Go's strconv.ParseInt(s, 10, 64)
 BULK_PARALLELISM = 16  # entries of one bulk publish in flight at once
 
 
@@ -56,14 +54,15 @@ def _ttl(metadata: Mapping[str, str]) -> int | None:
     raw = metadata_value(metadata, TTL_IN_SECONDS).strip()
     if not raw:
         return None
-    if not _INTEGER.fullmatch(raw) or not -(2**63) <= int(raw) < 2**63:
+    ttl = parse_go_int(raw)
+    if ttl is None or not -(2**63) <= ttl < 2**63:
         raise DaprApiError(
             "ERR_PUBSUB_REQUEST_METADATA",
             "failed deserializing metadata: ttlInSeconds must be an integer, "
             f"got {printable(raw[:40])}",
             status=400,
         )
-    return min(int(raw), MAX_TTL_SECONDS)
+    return min(ttl, MAX_TTL_SECONDS)
 
 
 @dataclass(frozen=True, slots=True)

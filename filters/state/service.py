@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -11,7 +10,7 @@ from typing import TypeVar
 
 import trio
 
-from filters.dapr.params import printable
+from filters.dapr.params import parse_go_int, printable
 from filters.state import api_errors as errors
 from filters.state.api_errors import StateApiError
 from filters.state.keys import IllegalKey, KeyScheme
@@ -41,7 +40,6 @@ CONTENT_TYPE = "contentType"
 TTL_EXPIRE_TIME = "ttlExpireTime"
 DEFAULT_PARALLELISM = 100  # daprd's limit on concurrent reads in a bulk get
 MAX_TTL_SECONDS = 2**31 - 1  # components-contrib's ParseTTL: math.MaxInt32
-_INTEGER = re.compile(r"[+-]?[0-9]+")  # Go's strconv.ParseInt(s, 10, …)
 _LAST_TIMESTAMP = "9999-12-31T23:59:59Z"
 
 
@@ -72,10 +70,9 @@ def ttl_seconds(metadata: Mapping[str, str]) -> int | None:
     raw = metadata.get(TTL_IN_SECONDS)
     if raw is None or not raw.strip():
         return None
-    text = raw.strip()
-    if not _INTEGER.fullmatch(text):
+    ttl = parse_go_int(raw.strip())
+    if ttl is None:
         raise errors.malformed(f"{TTL_IN_SECONDS} must be an integer: {printable(raw[:40])}")
-    ttl = int(text)
     if not -1 <= ttl <= MAX_TTL_SECONDS:
         raise errors.malformed(f"{TTL_IN_SECONDS} must be from -1 to {MAX_TTL_SECONDS}: {ttl}")
     return None if ttl == -1 else ttl
