@@ -195,8 +195,7 @@ def with_sidecar_settings(config: schema.Config, dapr_config: str) -> schema.Con
             Path(dapr_config), sidecar.app_id, namespace=sidecar.namespace
         )
     except DaprResourceError as err:
-        log_warnings(err.warnings)
-        raise ConfigError([Problem(p.path, p.message, p.source) for p in err.problems]) from err
+        raise refused(err) from err
     log_warnings(warnings)
     tracing = dapr.tracing
     if tracing is not None and tracing.telemetry != schema.Telemetry(service_name=sidecar.app_id):
@@ -218,6 +217,13 @@ def with_sidecar_settings(config: schema.Config, dapr_config: str) -> schema.Con
     return msgspec.structs.replace(config, sidecar=msgspec.structs.replace(sidecar, **changes))
 
 
+def refused(err: DaprResourceError) -> ConfigError:
+    """Resources start-up cannot use: their warnings logged, their problems as a ConfigError
+    that names each one's file."""
+    log_warnings(err.warnings)
+    return ConfigError([Problem(p.path, p.message, p.source) for p in err.problems])
+
+
 def log_warnings(warnings: Iterable[ResourceProblem]) -> None:
     """Log what daprd would ignore (unknown fields), once each: these loads are the start-up
     checks; the runtime's later loads of the same files keep quiet."""
@@ -236,6 +242,5 @@ def check_resources(config: schema.Config) -> None:
             [Path(p) for p in sidecar.resources_paths], sidecar.app_id, sidecar.namespace
         )
     except DaprResourceError as err:
-        log_warnings(err.warnings)
-        raise ConfigError([Problem(p.path, p.message, p.source) for p in err.problems]) from err
+        raise refused(err) from err
     log_warnings(resources.warnings)
