@@ -16,7 +16,6 @@ from proxy.discovery.base import split_app_id as split_key
 from proxy.grpc.framing import DEFAULT_MAX_MESSAGE_SIZE
 from proxy.grpc.metadata import is_grpc_content_type
 from proxy.http.errors import DaprApiError, ProxyError, UpstreamConnectFailure
-from proxy.http.hop_by_hop import strip_hop_by_hop
 from proxy.http.model import Body, BytesBody, EmptyBody, Headers, Request, Response, header_get
 from proxy.sidecar.runtime import SidecarRuntime
 from proxy.upstream.outgoing import SMALL_BODY
@@ -94,10 +93,11 @@ class Invoker:
     async def invoke(
         self, request: Request, target: str, namespace: str, target_path: bytes
     ) -> Response:
+        # Hop-by-hop fields never get this far: every listener's connection manager ends them
+        # before any terminal (filters/connection), and gRPC calls come over HTTP/2.
         runtime = self.runtime
         request.target = target_path
-        headers = strip_hop_by_hop(request.headers)  # `te: trailers` stays, for gRPC
-        request.headers = without(headers, _STAMPED | {API_TOKEN, APP_ID_HEADER})
+        request.headers = without(request.headers, _STAMPED | {API_TOKEN, APP_ID_HEADER})
         if target == runtime.app_id and namespace == runtime.namespace:
             return await self.to_app(request, runtime.app_id, runtime.namespace)
         request.headers.append((CALLEE_APP_ID, target.encode()))
@@ -111,7 +111,7 @@ class Invoker:
         app = runtime.app
         if app is None:
             raise invoke_failed(runtime.app_id, "app channel is not initialized (no --app-port)")
-        headers = without(strip_hop_by_hop(request.headers), _STAMPED)
+        headers = without(request.headers, _STAMPED)
         headers.append((CALLER_APP_ID, caller.encode()))
         headers.append((CALLER_NAMESPACE, caller_namespace.encode()))
         headers.append((CALLEE_APP_ID, runtime.app_id.encode()))
