@@ -5,14 +5,15 @@ well below what the same bytes cost with the limit off (10-90 µs a frame or chu
 
 from __future__ import annotations
 
-import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hyperframe.frame import GoAwayFrame
 
 from tests.abuse.target import Target, connect, read_until_closed, send_until_closed, target
+from tests.downstream.helpers import parse_frames, raw_frame
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 ENHANCE_YOUR_CALM = 0xB
@@ -21,29 +22,14 @@ CPU_BOUND = 1.5  # seconds of the proxy's CPU for one whole flood
 RSS_BOUND_MB = 50
 
 
-def frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(payload))[1:]
-        + bytes([kind, flags])
-        + struct.pack(">I", stream_id)
-        + payload
-    )
-
-
 def goaway_codes(data: bytes) -> list[int]:
-    codes, at = [], 0
-    while len(data) - at >= 9:
-        length = int.from_bytes(data[at : at + 3], "big")
-        if data[at + 3] == 0x7 and len(data) - at - 9 >= 8:
-            codes.append(int.from_bytes(data[at + 13 : at + 17], "big"))
-        at += 9 + length
-    return codes
+    return [f.error_code for f in parse_frames(data) if isinstance(f, GoAwayFrame)]
 
 
 H2_FLOODS = {
-    "priority": frame(0x2, 0, 1, b"\x00\x00\x00\x00\x10"),
-    "window-update+1": frame(0x8, 0, 0, b"\x00\x00\x00\x01"),
-    "unknown-type": frame(0xFF, 0, 0, b""),
+    "priority": raw_frame(0x2, 1, b"\x00\x00\x00\x00\x10"),
+    "window-update+1": raw_frame(0x8, 0, b"\x00\x00\x00\x01"),
+    "unknown-type": raw_frame(0xFF, 0, b""),
 }
 
 
@@ -68,7 +54,7 @@ def under_attack(mw: Target, attack: Callable[[], bytes]) -> tuple[bytes, float,
 def test_an_h2_frame_flood_is_cut_with_enhance_your_calm(tmp_path: Path, kind: str) -> None:
     def attack() -> bytes:
         with connect(mw.port) as sock:
-            send_until_closed(sock, PREFACE + frame(0x4, 0, 0, b"") + H2_FLOODS[kind] * FRAMES)
+            send_until_closed(sock, PREFACE + raw_frame(0x4, 0, b"") + H2_FLOODS[kind] * FRAMES)
             return read_until_closed(sock)
 
     with target(tmp_path) as mw:

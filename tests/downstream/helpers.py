@@ -162,6 +162,12 @@ class H2Client:
         return headers, bytes(body), mine
 
 
+def raw_frame(kind: int, stream_id: int, payload: bytes, flags: int = 0) -> bytes:
+    """One HTTP/2 frame built by hand (RFC 9113 §4.1), whatever h2 would refuse to send."""
+    header = len(payload).to_bytes(3, "big") + bytes([kind, flags])
+    return header + stream_id.to_bytes(4, "big") + payload
+
+
 def parse_frames(data: bytes) -> list[Frame]:
     """Split raw server bytes into hyperframe frames (for when the h2 client has stopped)."""
     frames: list[Frame] = []

@@ -10,23 +10,27 @@ from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
 from proxy.downstream.h2 import serve_h2
 from proxy.http.model import Request, Response
-from tests.downstream.helpers import H2Client, Recorder, hello, pair, parse_frames, until
+from tests.downstream.helpers import (
+    H2Client,
+    Recorder,
+    hello,
+    pair,
+    parse_frames,
+    raw_frame,
+    until,
+)
 from tests.downstream.test_h1 import ChunkBody
 
 FLOOD = 5000  # far beyond every default budget on a connection with one stream
 
 
-def frame(kind: int, sid: int, payload: bytes, flags: int = 0) -> bytes:
-    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + sid.to_bytes(4, "big") + payload
-
-
 FLOODS = {
-    "priority": frame(0x2, 3, b"\x00\x00\x00\x00\x0f"),  # PRIORITY for an idle stream
-    "window-update-connection": frame(0x8, 0, b"\x00\x00\x00\x01"),
-    "window-update-closed-stream": frame(0x8, 1, b"\x00\x00\x00\x01"),  # h2 emits no event
-    "unknown-type": frame(0xFA, 0, b""),
-    "rst-stream-closed-stream": frame(0x3, 1, b"\x00\x00\x00\x08"),  # no event, no reset
-    "altsvc": frame(0xA, 0, b"\x00\x00"),  # a server ignores ALTSVC: no event either
+    "priority": raw_frame(0x2, 3, b"\x00\x00\x00\x00\x0f"),  # PRIORITY for an idle stream
+    "window-update-connection": raw_frame(0x8, 0, b"\x00\x00\x00\x01"),
+    "window-update-closed-stream": raw_frame(0x8, 1, b"\x00\x00\x00\x01"),  # h2 emits no event
+    "unknown-type": raw_frame(0xFA, 0, b""),
+    "rst-stream-closed-stream": raw_frame(0x3, 1, b"\x00\x00\x00\x08"),  # no event, no reset
+    "altsvc": raw_frame(0xA, 0, b"\x00\x00"),  # a server ignores ALTSVC: no event either
 }
 
 
@@ -96,7 +100,9 @@ async def test_grpc_like_client_updating_windows_for_real_data_is_not_cut(
                 if isinstance(event, h2.events.DataReceived) and event.flow_controlled_length:
                     received += len(event.data)
                     update = event.flow_controlled_length.to_bytes(4, "big")
-                    await client.stream.send_all(frame(0x8, sid, update) + frame(0x8, 0, update))
+                    await client.stream.send_all(
+                        raw_frame(0x8, sid, update) + raw_frame(0x8, 0, update)
+                    )
             client.events.clear()
     assert client.eof is False
     assert rec.stats.cx_protocol_error.value == 0
@@ -108,7 +114,7 @@ ACK = 0x1
 
 @pytest.mark.parametrize(
     "ack",
-    [frame(0x6, 0, b"12345678", ACK), frame(0x4, 0, b"", ACK)],
+    [raw_frame(0x6, 0, b"12345678", ACK), raw_frame(0x4, 0, b"", ACK)],
     ids=["ping-ack", "settings-ack"],  # we sent no PING, and one SETTINGS
 )
 async def test_unsolicited_ack_flood_gets_enhance_your_calm(
@@ -141,7 +147,7 @@ async def test_refused_streams_earn_no_frame_budget(nursery: trio.Nursery) -> No
     block = client.conn.encoder.encode(
         [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http"), (b":authority", b"h")]
     )
-    refused = b"".join(frame(0x1, sid, block, 0x5) for sid in range(3, 103, 2))
+    refused = b"".join(raw_frame(0x1, sid, block, 0x5) for sid in range(3, 103, 2))
     await client.stream.send_all(refused)
     seen = b""
     with trio.fail_after(5):  # until the last one is refused, so the reads stay apart

@@ -3,8 +3,6 @@ or hangs, writes only well-formed frames, and a stream's response is that stream
 
 from __future__ import annotations
 
-import struct
-
 import h2.config
 import h2.connection
 import hpack
@@ -19,6 +17,7 @@ from config import schema
 from proxy.downstream.context import ConnectionContext
 from proxy.downstream.negotiate import serve_connection
 from proxy.stats import ListenerStats, Stats
+from tests.downstream.helpers import raw_frame
 from tests.fuzz.invariants import HANG_DEADLINE, bounded_memory, no_errors_logged
 from tests.fuzz.requests_h1 import split
 from tests.fuzz.test_h1_downstream import echo
@@ -26,21 +25,12 @@ from tests.fuzz.test_h1_downstream import echo
 LIMITS = schema.Limits(max_header_bytes=4096, max_request_body_bytes=4096)
 
 
-def raw_frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(payload))[1:]
-        + bytes([kind, flags])
-        + struct.pack(">I", stream_id & 0x7FFFFFFF)
-        + payload
-    )
-
-
 hostile_frame = st.builds(
     raw_frame,
-    st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0x0B, 0xFF]),  # DATA … ORIGIN, unknown
-    st.sampled_from([0, 1, 4, 5, 8, 0x20, 0xFF]),
-    st.sampled_from([0, 1, 2, 3, 5, 7, 101, 2**31 - 1]),
-    st.sampled_from([b"", b"\x00" * 4, b"\x00\x00\x00\x01", b"\x00" * 8, b"\xff" * 6])
+    kind=st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0x0B, 0xFF]),  # DATA … ORIGIN, unknown
+    flags=st.sampled_from([0, 1, 4, 5, 8, 0x20, 0xFF]),
+    stream_id=st.sampled_from([0, 1, 2, 3, 5, 7, 101, 2**31 - 1]),
+    payload=st.sampled_from([b"", b"\x00" * 4, b"\x00\x00\x00\x01", b"\x00" * 8, b"\xff" * 6])
     | st.binary(max_size=20),
 )
 

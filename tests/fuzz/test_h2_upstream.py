@@ -16,6 +16,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.downstream.helpers import raw_frame
 from tests.fuzz.invariants import HANG_DEADLINE, bounded_memory, no_errors_logged
 from tests.integration.harness import H1Client, meshwire, one_route_config, raw_backend
 
@@ -24,11 +25,6 @@ ROUTE_TIMEOUT = 0.5
 
 def body_for(index: int) -> bytes:
     return b"<%d>" % index * 6
-
-
-def raw_frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
-    header = struct.pack(">I", len(payload))[1:] + bytes([kind, flags])
-    return header + struct.pack(">I", stream_id) + payload
 
 
 HOSTILE = [
@@ -65,25 +61,25 @@ def plan(draw: st.DrawFn) -> dict[str, object]:
 
 def hostile(kind: str, sid: int, conn: h2.connection.H2Connection) -> bytes:
     if kind == "data-after-end":
-        return raw_frame(0x0, 0x1, sid, b"<P><P>")
+        return raw_frame(0x0, sid, b"<P><P>", 0x1)
     if kind == "headers-after-end":
-        return raw_frame(0x1, 0x5, sid, b"\x88")  # :status 200, indexed
+        return raw_frame(0x1, sid, b"\x88", 0x5)  # :status 200, indexed
     if kind == "rst":
-        return raw_frame(0x3, 0, sid, b"\x00\x00\x00\x02")
+        return raw_frame(0x3, sid, b"\x00\x00\x00\x02")
     if kind == "window-overflow":
-        return raw_frame(0x8, 0, 0, b"\x7f\xff\xff\xff") * 2
+        return raw_frame(0x8, 0, b"\x7f\xff\xff\xff") * 2
     if kind == "unknown":
-        return raw_frame(0xFA, 0, sid, b"<P>")
+        return raw_frame(0xFA, sid, b"<P>")
     if kind == "ping":
-        return raw_frame(0x6, 0, 0, b"\x00" * 8)
+        return raw_frame(0x6, 0, b"\x00" * 8)
     if kind == "goaway":
-        return raw_frame(0x7, 0, 0, struct.pack(">II", max(sid - 2, 0), 0))
+        return raw_frame(0x7, 0, struct.pack(">II", max(sid - 2, 0), 0))
     if kind == "bad-settings":
-        return raw_frame(0x4, 0, 0, b"\x00\x04\xff\xff\xff\xff")  # window above 2^31-1
+        return raw_frame(0x4, 0, b"\x00\x04\xff\xff\xff\xff")  # window above 2^31-1
     if kind == "push":
-        return raw_frame(0x5, 0x4, sid, b"\x00\x00\x00\x02\x88")
+        return raw_frame(0x5, sid, b"\x00\x00\x00\x02\x88", 0x4)
     if kind == "continuation":
-        return raw_frame(0x9, 0x4, sid, b"\x88")
+        return raw_frame(0x9, sid, b"\x88", 0x4)
     conn.send_headers(sid, [(b":status", b"200")], end_stream=True)  # trailers with a pseudo
     return b""
 
