@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from hyperframe.frame import GoAwayFrame
 
+from proxy.downstream.negotiate import PREFACE
 from tests.abuse.target import Target, connect, read_until_closed, send_until_closed, target
 from tests.downstream.helpers import parse_frames, raw_frame
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 ENHANCE_YOUR_CALM = 0xB
 FRAMES = 300_000
 CPU_BOUND = 1.5  # seconds of the proxy's CPU for one whole flood
