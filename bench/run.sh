@@ -416,6 +416,8 @@ main() {
     run_proxy meshwire 19010 19010 yes bash -c "exec $MESHWIRE_CMD"
     # The yardstick: a naive trio+h11 proxy (HTTP/1.1 only), measured in the same run.
     run_proxy naive-h11 19020 - yes "$ROOT/.venv/bin/python" "$ROOT/bench/naive_proxy.py" 19020 18080
+    # The stack's ceiling: the same naive loop with httptools (llhttp) on both legs.
+    run_proxy naive-httptools 19021 - yes "$ROOT/.venv/bin/python" "$ROOT/bench/naive_httptools_proxy.py" 19021 18080
 
     # Optional extra rows: "name|cmd|port", separated by newlines or ";;".
     local entry name cmd port
