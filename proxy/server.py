@@ -22,6 +22,7 @@ from proxy.downstream.negotiate import serve_connection
 from proxy.observe import Completion
 from proxy.reasons import os_reason
 from proxy.stats import ListenerStats
+from proxy.tls.stream import TlsStream
 
 log = logging.getLogger("meshwire.server")
 
@@ -149,7 +150,7 @@ class _Listener:
     async def _serve(self, stream: trio.SocketStream, client: str, peer: str) -> None:
         conn: trio.abc.Stream = stream
         try:
-            tls = None if self._ssl is None else trio.SSLStream(stream, self._ssl, server_side=True)
+            tls = None if self._ssl is None else TlsStream(stream, self._ssl, server_side=True)
             if tls is not None:
                 conn = tls
             if not await self._greeted(stream, tls):
@@ -187,9 +188,7 @@ class _Listener:
                 del self._clients[client]
             await trio.aclose_forcefully(conn)
 
-    async def _greeted(
-        self, stream: trio.SocketStream, tls: trio.SSLStream[trio.SocketStream] | None
-    ) -> bool:
+    async def _greeted(self, stream: trio.SocketStream, tls: TlsStream | None) -> bool:
         """Wait, within header_read_timeout of accept, for the client's first bytes: on plain
         TCP anything at all, over TLS the whole handshake. False when it sent nothing in time,
         overload closed it first, or the server is draining."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 import itertools
 from functools import partial
 
-import trio
-
 from config import schema
 from config.base import Duration
 from exporters.telemetry import Telemetry
@@ -16,6 +14,7 @@ from proxy.http.errors import UpstreamConnectFailure
 from proxy.stats import ClusterStats, Stats
 from proxy.tls.errors import PeerIdentityError
 from proxy.tls.spiffe import SpiffeId
+from proxy.tls.stream import TlsStream
 from proxy.tls.workload import WorkloadIdentity
 from proxy.upstream.cluster import UpstreamCluster
 from proxy.upstream.connect import Connector
@@ -90,9 +89,7 @@ def _endpoint(instance: Instance) -> str:
     return f"{host}:{instance.port}"
 
 
-def _check_peer(
-    identity: WorkloadIdentity, expected: SpiffeId, stream: trio.SSLStream[trio.SocketStream]
-) -> None:
+def _check_peer(identity: WorkloadIdentity, expected: SpiffeId, stream: TlsStream) -> None:
     try:
         identity.verify_peer(stream, expected)
     except PeerIdentityError as exc:

@@ -6,7 +6,6 @@ import logging
 import ssl
 from collections.abc import Callable
 from datetime import datetime
-from typing import TypeVar
 
 import trio
 from cryptography import x509
@@ -14,12 +13,12 @@ from cryptography import x509
 from proxy.tls.contexts import add_trust_anchors, load_chain, new_client_context, new_server_context
 from proxy.tls.errors import PeerIdentityError, WorkloadCertError
 from proxy.tls.spiffe import SpiffeId, peer_spiffe_id, spiffe_id_of
+from proxy.tls.stream import PeerCertified
 from proxy.tls.workload_cert import Clock, WorkloadCert, utc_now
 
 log = logging.getLogger(__name__)
 
 Issuer = Callable[[SpiffeId], WorkloadCert]
-T_Stream = TypeVar("T_Stream", bound=trio.abc.Stream)
 
 # dapr/kit crypto/spiffe: a failed renewal is retried every 10 s, the clock re-read every minute.
 RETRY_INTERVAL = 10.0
@@ -98,16 +97,14 @@ class WorkloadIdentity:
         return self._current
 
     def server_context(self) -> ssl.SSLContext:
-        """For ``trio.SSLStream(..., server_side=True)``: requires a client certificate."""
+        """For ``TlsStream(..., server_side=True)``: requires a client certificate."""
         return self._server
 
     def client_context(self) -> ssl.SSLContext:
-        """For outgoing ``trio.SSLStream``: presents our chain, verifies the server's."""
+        """For outgoing ``TlsStream``s: presents our chain, verifies the server's."""
         return self._client
 
-    def verify_peer(
-        self, stream: trio.SSLStream[T_Stream], expected: SpiffeId | None = None
-    ) -> SpiffeId:
+    def verify_peer(self, stream: PeerCertified, expected: SpiffeId | None = None) -> SpiffeId:
         """The handshaken peer's SPIFFE id; PeerIdentityError unless ours is its trust domain
         and, when ``expected`` is given, it is exactly that id."""
         cert_der = stream.getpeercert(binary_form=True)

@@ -12,6 +12,7 @@ import trio
 from config.schema import Cluster, UpstreamTls
 from proxy.http.errors import UpstreamConnectFailure
 from proxy.stats import ClusterStats
+from proxy.tls.stream import TlsStream
 
 # Bound on any cleanup await (closing a socket, TLS close_notify) once work is abandoned.
 CLOSE_GRACE = 1.0
@@ -36,7 +37,7 @@ def build_ssl_context(tls: UpstreamTls, alpn: list[str]) -> ssl.SSLContext:
 
 
 # Checks a handshaken peer (e.g. its SPIFFE id); raises UpstreamConnectFailure to refuse it.
-PeerCheck = Callable[[trio.SSLStream[trio.SocketStream]], None]
+PeerCheck = Callable[[TlsStream], None]
 
 
 class Connector:
@@ -85,9 +86,7 @@ class Connector:
                 tcp = stream = await trio.open_tcp_stream(host, port)
                 tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self._ssl is not None:
-                    tls = stream = trio.SSLStream(
-                        tcp, self._ssl, server_hostname=self._sni or host, https_compatible=True
-                    )
+                    tls = stream = TlsStream(tcp, self._ssl, server_hostname=self._sni or host)
                     await tls.do_handshake()
                     if self._alpn_h2 and tls.selected_alpn_protocol() != "h2":
                         raise UpstreamConnectFailure(f"{host}:{port} did not negotiate h2 (ALPN)")

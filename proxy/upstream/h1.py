@@ -18,6 +18,7 @@ from proxy.http.model import (
     Request,
     Response,
 )
+from proxy.tls.stream import TlsStream
 from proxy.upstream.connect import close_quietly
 from proxy.upstream.outgoing import Outgoing, RetryableReset
 
@@ -116,7 +117,7 @@ class H1Connection:
         self._upload: _Upload | None = None
         self._got_bytes = False
         self.doubtful = False  # a response was framed two ways: never reuse
-        self._tls = stream if isinstance(stream, trio.SSLStream) else None
+        self._tls = stream if isinstance(stream, TlsStream) else None
         self._poll = _idle_poll(stream)
 
     def quiet(self) -> bool:
@@ -127,9 +128,8 @@ class H1Connection:
         is closed instead of reused. One zero-timeout poll(2), only when taken from the pool.
         """
         tls = self._tls
-        # Bytes already pulled off the socket: a decrypted record not yet read, or records
-        # still encrypted in trio's incoming buffer.
-        if tls is not None and (tls._incoming.pending or tls.pending()):
+        # A decrypted record OpenSSL read off the socket that nobody has taken yet.
+        if tls is not None and tls.pending():
             return False
         poll = self._poll
         return poll is None or not poll.poll(0)
@@ -330,12 +330,14 @@ def _framed_twice(headers: Headers) -> bool:
 
 def _idle_poll(stream: trio.abc.Stream) -> select.poll | None:
     """A poll object on the connection's TCP socket, registered once for its lifetime."""
-    if isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if not isinstance(stream, trio.SocketStream):
+    if isinstance(stream, TlsStream):
+        fd = stream.fileno()
+    elif isinstance(stream, trio.SocketStream):
+        fd = stream.socket.fileno()
+    else:
         return None
     poll = select.poll()
-    poll.register(stream.socket.fileno(), select.POLLIN)
+    poll.register(fd, select.POLLIN)
     return poll
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -19,10 +20,12 @@ async def test_a_plaintext_peer_is_refused_by_the_internal_port(tmp_path: Path) 
         stream = await trio.open_tcp_stream("127.0.0.1", a.port("dapr-internal"))
         async with stream:
             await stream.send_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            data = b""
             with trio.fail_after(10):
-                data = b""
-                while chunk := await stream.receive_some(4096):
-                    data += chunk
+                # OpenSSL stops at the first bad record header, so the close may be a reset.
+                with contextlib.suppress(trio.BrokenResourceError):
+                    while chunk := await stream.receive_some(4096):
+                        data += chunk
     assert b"HTTP/1.1" not in data  # the TLS server never answers plaintext
 
 
