@@ -29,6 +29,7 @@ from proxy.downstream.context import ConnectionContext
 from proxy.downstream.frame_budget import FrameBudget, FrameFlood
 from proxy.downstream.h2_stream import H2Body, H2Stream, send_response
 from proxy.h2compat import allow_streams_after_goaway
+from proxy.h2tuning import LeanEncoder, lean_config
 from proxy.http.errors import DownstreamDisconnect, HeadersTooLarge
 from proxy.http.model import Body, EmptyBody, Headers
 from proxy.http.rescue import error_response
@@ -59,9 +60,8 @@ class H2Server:
     def __init__(self, stream: trio.abc.Stream, ctx: ConnectionContext) -> None:
         self.stream = stream
         self.ctx = ctx
-        conn = h2.connection.H2Connection(
-            config=h2.config.H2Configuration(client_side=False, header_encoding=None)
-        )
+        conn = h2.connection.H2Connection(config=lean_config(client_side=False))
+        conn.encoder = LeanEncoder()
         conn.local_settings = _settings(ctx, ctx.limits.max_concurrent_streams)
         conn.initiate_connection()
         conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)

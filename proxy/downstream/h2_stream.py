@@ -130,9 +130,12 @@ def _status(code: int) -> bytes:
 
 
 def _clean(headers: Headers) -> Headers:
-    """Drop connection-specific fields, which HTTP/2 forbids (RFC 9113 §8.2.2)."""
+    """Lowercase names and drop connection-specific fields, as HTTP/2 requires (RFC 9113 §8.2);
+    h2 itself does not check outbound headers again (proxy/h2tuning.py)."""
     out: Headers = []
     for name, value in headers:
+        if not name.islower():
+            name = name.lower()
         if name in HOP_BY_HOP or name[:1] == b":":
             continue
         if name == b"te" and value.lower() != b"trailers":

@@ -15,10 +15,17 @@ import trio
 from h2.errors import ErrorCodes
 
 from proxy.h2compat import allow_streams_after_goaway
+from proxy.h2tuning import LeanEncoder, lean_config
 from proxy.http.errors import ProxyError, UpstreamProtocolError, UpstreamRemoteReset, UpstreamReset
 from proxy.http.model import Headers, Request, Response
 from proxy.upstream.connect import close_quietly
-from proxy.upstream.h2stream import H2Body, H2Stream, H2Upload, request_headers
+from proxy.upstream.h2stream import (
+    H2Body,
+    H2Stream,
+    H2Upload,
+    request_headers,
+    trailer_fields,
+)
 from proxy.upstream.outgoing import Outgoing, RetryableReset
 
 if TYPE_CHECKING:
@@ -85,8 +92,8 @@ class H2ClientConnection:
         self.authority = host.address.encode()
         self.max_streams = max_streams
         self.write_timeout = write_timeout
-        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
-        self.h2 = h2.connection.H2Connection(config=config)
+        self.h2 = h2.connection.H2Connection(config=lean_config(client_side=True))
+        self.h2.encoder = LeanEncoder()
         allow_streams_after_goaway(self.h2)
         self.h2.local_settings = h2.settings.Settings(
             client=True,
@@ -140,7 +147,7 @@ class H2ClientConnection:
             if sent < len(data):
                 stream.upload = H2Upload(self, stream, data[sent:], None, out.trailers)
             elif out.trailers:
-                h.send_headers(sid, out.trailers, end_stream=True)
+                h.send_headers(sid, trailer_fields(out.trailers), end_stream=True)
             else:
                 h.end_stream(sid)
         return stream

@@ -26,6 +26,9 @@ def request_headers(request: Request, scheme: bytes, default_authority: bytes) -
     headers: Headers = []
     for item in request.headers:
         name = item[0]
+        if not name.islower():
+            name = name.lower()  # RFC 9113 §8.2.1; h2 does not normalise again (proxy/h2tuning.py)
+            item = (name, item[1])
         if name in _DROP or name[:1] == b":":
             if name == b"host" and not authority:
                 authority = item[1]
@@ -40,6 +43,17 @@ def request_headers(request: Request, scheme: bytes, default_authority: bytes) -
         (b":path", request.target),
         *headers,
     ]
+
+
+def trailer_fields(trailers: Headers) -> Headers:
+    """Trailers as HTTP/2 allows them: lowercase, no pseudo-header, nothing connection-specific."""
+    out: Headers = []
+    for name, value in trailers:
+        if not name.islower():
+            name = name.lower()
+        if name not in _DROP and name[:1] != b":":
+            out.append((name, value))
+    return out
 
 
 class H2Stream:
@@ -118,7 +132,7 @@ class H2Upload:
                         await conn.send_data(stream, chunk)
                     trailers = self.body.trailers
                 if trailers:
-                    conn.h2.send_headers(stream.id, trailers, end_stream=True)
+                    conn.h2.send_headers(stream.id, trailer_fields(trailers), end_stream=True)
                 else:
                     conn.h2.end_stream(stream.id)
                 await conn.flush()

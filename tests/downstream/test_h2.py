@@ -135,6 +135,24 @@ async def test_streamed_body_with_trailers_and_hop_headers_dropped(nursery: trio
     assert any(isinstance(e, h2.events.TrailersReceived) for e in events)
 
 
+async def test_mixed_case_response_fields_reach_the_client_lowercase(
+    nursery: trio.Nursery,
+) -> None:
+    # h2 no longer normalises what we send (proxy/h2tuning.py); the client's h2 would refuse
+    # an uppercase name as a protocol error.
+    async def handler(request: Request) -> Response:
+        fields = [(b"X-From-Filter", b"1"), (b"Connection", b"close"), (b"Content-Type", b"t/p")]
+        return Response(200, fields, BytesBody(b"ok"))
+
+    rec = Recorder(handler)
+    client = await start(nursery, rec)
+    await client.request(1)
+    headers, body, _ = await client.response(1)
+    assert (headers[b"x-from-filter"], headers[b"content-type"], body) == (b"1", b"t/p", b"ok")
+    assert b"connection" not in headers
+    assert b"Connection" not in headers
+
+
 async def test_rst_stream_cancels_handler(nursery: trio.Nursery) -> None:
     started, cancelled = trio.Event(), trio.Event()
 

@@ -84,6 +84,31 @@ async def test_authority_scheme_and_connection_headers() -> None:
     )
 
 
+async def test_mixed_case_fields_go_lowercase_and_connection_fields_stay_behind() -> None:
+    # h2 no longer normalises outbound headers (proxy/h2tuning.py): request_headers must.
+    async def handler(ex: H2Exchange) -> None:
+        await ex.body()
+        await ex.respond(200, repr(ex.headers).encode())
+
+    async with (
+        h2_server(handler) as server,
+        running(cluster(server.port, protocol="h2c")) as (manager, _),
+    ):
+        headers = [
+            (b"Host", b"h.test"),
+            (b"X-Added-By-Filter", b"v"),
+            (b"Connection", b"close"),
+            (b"Keep-Alive", b"5"),
+            (b"TE", b"gzip"),
+        ]
+        req = request(headers=headers, authority=b"")
+        seen = await read_body(await upstream(manager).send(req))
+    assert b"(b'x-added-by-filter', b'v')" in seen
+    assert b"(b':authority', b'h.test')" in seen
+    for gone in (b"onnection", b"eep-alive", b"'te'", b"'TE'", b"Host", b"X-Added"):
+        assert gone not in seen
+
+
 async def test_stream_limit_opens_a_second_connection() -> None:
     gate = trio.Event()
 
