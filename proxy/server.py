@@ -20,6 +20,7 @@ from proxy.downstream.hangup import HangupSweeper
 from proxy.downstream.idle import IdleConnections
 from proxy.downstream.negotiate import serve_connection
 from proxy.observe import Completion
+from proxy.quick_socket import QuickStream
 from proxy.reasons import os_reason
 from proxy.stats import ListenerStats
 from proxy.tls.stream import TlsStream
@@ -151,8 +152,7 @@ class _Listener:
         conn: trio.abc.Stream = stream
         try:
             tls = None if self._ssl is None else TlsStream(stream, self._ssl, server_side=True)
-            if tls is not None:
-                conn = tls
+            conn = QuickStream.wrap(stream) if tls is None else tls
             if not await self._greeted(stream, tls):
                 return
             alpn: str | None = None

@@ -34,6 +34,7 @@ from proxy.http.errors import (
 )
 from proxy.http.model import Body, EmptyBody, Headers, Request, Response
 from proxy.http.rescue import error_response
+from proxy.quick_socket import QuickStream
 
 MAX_RECV = 65536
 COALESCE_LIMIT = 65536  # known-length bodies up to this size leave with the head in one write
@@ -82,7 +83,7 @@ class _H1Server:
         self.idle_scope: trio.CancelScope | None = None
         # The socket a hang-up sweeper may peek at (plain TCP only; TLS records hide the EOF).
         self.fd = -1
-        if ctx.hangup is not None and isinstance(stream, trio.SocketStream):
+        if ctx.hangup is not None and isinstance(stream, (QuickStream, trio.SocketStream)):
             self.fd = stream.socket.fileno()
         self.must_close = False
         self.request: Request | None = None

@@ -11,6 +11,7 @@ import trio
 
 from config.schema import Cluster, UpstreamTls
 from proxy.http.errors import UpstreamConnectFailure
+from proxy.quick_socket import QuickStream
 from proxy.stats import ClusterStats
 from proxy.tls.stream import TlsStream
 
@@ -83,8 +84,9 @@ class Connector:
         stream: trio.abc.Stream | None = None
         try:
             with trio.fail_after(self._timeout):
-                tcp = stream = await trio.open_tcp_stream(host, port)
+                tcp = await trio.open_tcp_stream(host, port)
                 tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                stream = QuickStream.wrap(tcp)
                 if self._ssl is not None:
                     tls = stream = TlsStream(tcp, self._ssl, server_hostname=self._sni or host)
                     await tls.do_handshake()

@@ -18,6 +18,7 @@ from proxy.http.model import (
     Request,
     Response,
 )
+from proxy.quick_socket import QuickStream
 from proxy.tls.stream import TlsStream
 from proxy.upstream.connect import close_quietly
 from proxy.upstream.outgoing import Outgoing, RetryableReset
@@ -332,7 +333,7 @@ def _idle_poll(stream: trio.abc.Stream) -> select.poll | None:
     """A poll object on the connection's TCP socket, registered once for its lifetime."""
     if isinstance(stream, TlsStream):
         fd = stream.fileno()
-    elif isinstance(stream, trio.SocketStream):
+    elif isinstance(stream, (QuickStream, trio.SocketStream)):
         fd = stream.socket.fileno()
     else:
         return None
