@@ -23,14 +23,32 @@ def _broken(exc: OSError) -> trio.BrokenResourceError:
     return trio.BrokenResourceError(f"socket connection broken: {exc}")
 
 
+class Fairness:
+    """Counts calls that completed without parking; every CHECKPOINT_EVERY-th one yields."""
+
+    __slots__ = ("quick",)
+
+    def __init__(self) -> None:
+        self.quick = 0
+
+    async def step(self) -> None:
+        self.quick += 1
+        if self.quick >= CHECKPOINT_EVERY:
+            self.quick = 0
+            await trio.lowlevel.checkpoint()
+
+    def parked(self) -> None:
+        self.quick = 0
+
+
 class QuickStream(trio.abc.HalfCloseableStream):
     """The same contract as trio.SocketStream (it owns `socket`), with cheaper fast paths."""
 
-    __slots__ = ("_quick", "_receiving", "_sending", "socket")
+    __slots__ = ("_fair", "_receiving", "_sending", "socket")
 
     def __init__(self, sock: trio.socket.SocketType) -> None:
         self.socket = sock
-        self._quick = 0
+        self._fair = Fairness()
         self._sending = False
         self._receiving = False
 
@@ -46,24 +64,18 @@ class QuickStream(trio.abc.HalfCloseableStream):
             raise trio.ClosedResourceError("the socket was closed")
         return fd
 
-    async def _fairness(self) -> None:
-        self._quick += 1
-        if self._quick >= CHECKPOINT_EVERY:
-            self._quick = 0
-            await trio.lowlevel.checkpoint()
-
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._receiving:
             raise trio.BusyResourceError("another task is receiving on this stream")
         self._receiving = True
         try:
-            await self._fairness()
+            await self._fair.step()
             size = max_bytes or RECEIVE_SIZE
             while True:
                 try:
                     return os.read(self._fd(), size)
                 except BlockingIOError:
-                    self._quick = 0
+                    self._fair.parked()
                     await trio.lowlevel.wait_readable(self.socket)
                 except OSError as exc:
                     self._fd()  # closed under us: ClosedResourceError, as trio's streams say
@@ -78,7 +90,7 @@ class QuickStream(trio.abc.HalfCloseableStream):
             raise trio.ClosedResourceError("can't send data after sending EOF")
         self._sending = True
         try:
-            await self._fairness()
+            await self._fair.step()
             view = memoryview(data)
             if not view:
                 self._fd()
@@ -87,7 +99,7 @@ class QuickStream(trio.abc.HalfCloseableStream):
                     sent = os.write(self._fd(), view)
                     view = view[sent:]
                 except BlockingIOError:
-                    self._quick = 0
+                    self._fair.parked()
                     await trio.lowlevel.wait_writable(self.socket)
                 except OSError as exc:
                     self._fd()

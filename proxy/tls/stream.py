@@ -3,7 +3,8 @@
 trio.SSLStream runs OpenSSL over memory BIOs and moves every record through Python (a lock, a
 retry loop and two buffer copies per call). Here the ssl module owns the file descriptor: one
 `recv`/`send` call does the TLS work in C, and trio is only asked to wait when OpenSSL says it
-must (SSLWantReadError / SSLWantWriteError). The checkpoints mirror trio's own socket methods.
+must (SSLWantReadError / SSLWantWriteError). Calls that complete at once skip the scheduler,
+with QuickStream's fairness rule (proxy/quick_socket.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import ssl
 from typing import Any, Protocol
 
 import trio
+
+from proxy.quick_socket import Fairness
 
 RECEIVE_SIZE = 65536
 _IO_ERRORS = (ssl.SSLError, OSError)
@@ -51,6 +54,7 @@ class TlsStream(trio.abc.Stream):
         self._sending = False
         self._receiving = False
         self._closed = False
+        self._fair = Fairness()
 
     # --- what callers read off the connection ------------------------------------------------
 
@@ -95,14 +99,14 @@ class TlsStream(trio.abc.Stream):
             await self.do_handshake()
         self._receiving = True
         try:
-            await trio.lowlevel.checkpoint_if_cancelled()
+            await self._fair.step()
             sock = self._sock
             size = max_bytes or RECEIVE_SIZE
             while True:
                 try:
-                    data = sock.recv(size)
-                    break
+                    return sock.recv(size)
                 except ssl.SSLWantReadError:
+                    self._fair.parked()
                     await trio.lowlevel.wait_readable(sock)
                 except ssl.SSLWantWriteError:
                     # OpenSSL must answer something (a TLS 1.3 KeyUpdate) before reading on.
@@ -110,8 +114,6 @@ class TlsStream(trio.abc.Stream):
                 except _IO_ERRORS as exc:
                     self._check_open()
                     raise trio.BrokenResourceError(f"TLS receive failed: {exc}") from exc
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return data
         finally:
             self._receiving = False
 
@@ -123,7 +125,7 @@ class TlsStream(trio.abc.Stream):
             await self.do_handshake()
         self._sending = True
         try:
-            await trio.lowlevel.checkpoint_if_cancelled()
+            await self._fair.step()
             sock = self._sock
             view = memoryview(data)
             while view:
@@ -133,13 +135,13 @@ class TlsStream(trio.abc.Stream):
                     sent = sock.send(view)
                     view = view[sent:]
                 except ssl.SSLWantWriteError:
+                    self._fair.parked()
                     await trio.lowlevel.wait_writable(sock)
                 except ssl.SSLWantReadError:
                     await self._wait_readable_shared()
                 except _IO_ERRORS as exc:
                     self._check_open()
                     raise trio.BrokenResourceError(f"TLS send failed: {exc}") from exc
-            await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
             self._sending = False
 

@@ -147,3 +147,23 @@ async def test_a_failed_handshake_is_a_broken_resource(ca: CertificateAuthority)
         with trio.fail_after(5), pytest.raises(trio.BrokenResourceError):
             await server.do_handshake()
     await server.aclose()
+
+
+async def test_ready_records_still_let_other_tasks_run(ca: CertificateAuthority) -> None:
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    async with tls_pair(ca) as (client, server), trio.open_nursery() as nursery:
+        nursery.start_soon(ticker)
+        await client.send_all(b"z" * 64)
+        assert await server.receive_some(1) == b"z"  # the record is decrypted now
+        before = ticks
+        for _ in range(63):
+            assert await server.receive_some(1) == b"z"  # from OpenSSL's buffer: never parks
+        assert ticks - before >= 3
+        nursery.cancel_scope.cancel()
