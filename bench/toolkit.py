@@ -13,6 +13,12 @@ from pathlib import Path
 
 PACED_LUA = Path(__file__).resolve().with_name("paced.lua")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PORT_OFFSET = int(os.environ.get("BENCH_PORT_OFFSET", "0"))
+
+
+def port(number: int) -> int:
+    """A bench port moved by $BENCH_PORT_OFFSET, to run beside someone else's bench."""
+    return number + PORT_OFFSET
 
 
 def pinned(cpu: int) -> list[str]:
