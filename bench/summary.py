@@ -116,8 +116,8 @@ def main() -> int:
     parser.add_argument("--from", dest="source", type=Path, help="summarise a saved log")
     args = parser.parse_args()
     if args.source:
-        lines = args.source.read_text().splitlines()
-        out, ok = block(lines, f"== Summary of {args.source}: the performance issue's targets")
+        saved = args.source.read_text().splitlines()
+        out, ok = block(saved, f"== Summary of {args.source}: the performance issue's targets")
         print("\n".join(out))
         return 0 if ok else 1
     steps = [s for s in args.only.split(",") if s]
