@@ -190,13 +190,13 @@ async def measure(args: argparse.Namespace, chosen: list[str], work: Path) -> in
     measured = {broker: tp for broker, tp, *_ in rows}
     for broker, goal in GOAL_RATE.items():
         name, want = f"pubsub publish {broker}", f">= {goal:,} msg/s"
-        tp = measured.get(broker)
-        if tp is None:
+        got = measured.get(broker)
+        if got is None:
             target(name, "not measured (not in --brokers)", want, None)
-        elif tp["bad"]:
-            target(name, f"{tp['rps']:,.0f} msg/s with {tp['bad']:.0f} errors", want, False)
+        elif got["bad"]:
+            target(name, f"{got['rps']:,.0f} msg/s with {got['bad']:.0f} errors", want, False)
         else:
-            target(name, f"{tp['rps']:,.0f} msg/s", want, tp["rps"] >= goal)
+            target(name, f"{got['rps']:,.0f} msg/s", want, got["rps"] >= goal)
     return 0
 
 
