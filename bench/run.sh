@@ -433,17 +433,17 @@ print_targets() {
         -v gl="$GOAL_P50_OVER_NGINX_MS" '
         function clean(row, col, flag) { return row != "" && row !~ /skip/ && split(row, f, "|") && f[10] !~ flag && f[col] != "-" && f[col] > 0 }
         function get(row, col) { split(row, f, "|"); return f[col] }
-        function why(row, col, flag,   f) {
+        function why(row, col, flag, unit,   f) {
             if (row == "") return "not measured"
             split(row, f, "|")
             if (f[10] ~ /skip/) return f[2]
-            if (f[10] ~ flag) return "figure failed its checks"
+            if (f[10] ~ flag) return f[col] unit " failed its checks (see checks above)"
             return "no figure"
         }
         # TARGET line for meshwire / reference throughput ratio (columns: 2 h1, 3 h2c).
         function ratio_target(name, ref, refname, col, flag, goal,   m, r) {
-            if (!clean(M, col, flag)) { printf "TARGET %s: meshwire %s vs >= %.2fx FAIL\n", name, why(M, col, flag), goal; return }
-            if (!clean(ref, col, flag)) { printf "TARGET %s: %s %s vs >= %.2fx FAIL\n", name, refname, why(ref, col, flag), goal; return }
+            if (!clean(M, col, flag)) { printf "TARGET %s: meshwire %s vs >= %.2fx FAIL\n", name, why(M, col, flag, " req/s"), goal; return }
+            if (!clean(ref, col, flag)) { printf "TARGET %s: %s %s vs >= %.2fx FAIL\n", name, refname, why(ref, col, flag, " req/s"), goal; return }
             m = get(M, col); r = get(ref, col)
             printf "TARGET %s: %.2fx (%d vs %d req/s) vs >= %.2fx %s\n", name, m / r, m, r, goal, (m >= goal * r) ? "PASS" : "FAIL"
         }
@@ -455,8 +455,8 @@ print_targets() {
             ratio_target("envoy h1 vs nginx", N, "nginx", 2, "h1", g1)
             ratio_target("envoy h2c vs nginx", N, "nginx", 3, "h2", g2)
             name = "envoy p50 @500/s paced vs nginx"
-            if (!clean(M, 6, "paced")) printf "TARGET %s: meshwire %s vs <= +%.1f ms FAIL\n", name, why(M, 6, "paced"), gl
-            else if (!clean(N, 6, "paced")) printf "TARGET %s: nginx %s vs <= +%.1f ms FAIL\n", name, why(N, 6, "paced"), gl
+            if (!clean(M, 6, "paced")) printf "TARGET %s: meshwire %s vs <= +%.1f ms FAIL\n", name, why(M, 6, "paced", " ms p50"), gl
+            else if (!clean(N, 6, "paced")) printf "TARGET %s: nginx %s vs <= +%.1f ms FAIL\n", name, why(N, 6, "paced", " ms p50"), gl
             else {
                 m = get(M, 6); n = get(N, 6)
                 printf "TARGET %s: %+.2f ms (%.2f vs %.2f ms) vs <= +%.1f ms %s\n", name, m - n, m, n, gl, (m - n <= gl) ? "PASS" : "FAIL"
