@@ -68,12 +68,11 @@ bench-tools:
 	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	      nginx-light haproxy wrk nghttp2-client hey)
 
+# Every bench script one after another, then one block with each of the performance issue's
+# targets, its value and PASS/FAIL (bench/summary.py; bench/README.md). A quick pass:
+# make bench BENCH_ARGS="--seconds 3 --rounds 1"; beside someone else's bench: BENCH_PORT_OFFSET=700.
 bench: $(STAMP) bench-tools
-	bash bench/run.sh
-	$(BIN)/python bench/tracing.py
-	$(BIN)/python bench/sidecar.py
-	$(BIN)/python bench/state.py
-	$(BIN)/python bench/pubsub.py
+	$(BIN)/python bench/summary.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache

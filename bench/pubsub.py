@@ -8,8 +8,10 @@ publisher and the subscriber app run on CPU 0.
 Per broker: publish throughput, closed loop (hey, 32 connections, a 100-byte JSON event, nobody
 subscribed to that topic) — msg/s and p50/p99; and publish→delivery latency at a fixed rate
 (a trio publisher spreads `--rate` msg/s evenly over 8 connections; each event carries its send
-time, the app subtracts it from its arrival time) — p50/p99 and how many arrived. Goals from
-the issue: >= 5,000 msg/s on Redis and NATS, p99 <= 10 ms at 1,000 msg/s.
+time, the app subtracts it from its arrival time) — p50/p99 and how many arrived. The issue's
+target, printed as `TARGET ...` lines: publish >= 5,000 msg/s on Redis and NATS (JetStream).
+The delivery p99 <= 10 ms at 1,000 msg/s is printed as a `goal` line (not one of the issue's
+targets).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from toolkit import parse_hey, pinned, rss_mb, stop
+from toolkit import parse_hey, pinned, port, port_free, rss_mb, stop, target
 
 from proxy.http.model import BytesBody, Request, Response
 from tests.integration.harness import H1Client, backend
@@ -38,7 +40,7 @@ from tests.pubsub.brokers import TEST_TOPIC_PREFIX
 from tests.pubsub.cleanup import RABBITMQ_VHOST, ensure_rabbitmq_vhost, purge_test_topics
 
 ROOT = Path(__file__).resolve().parent.parent
-HTTP, GRPC = 3710, 3711
+HTTP, GRPC = port(3710), port(3711)
 RUN = f"{TEST_TOPIC_PREFIX}bench-{uuid.uuid4().hex[:8]}"  # purged when the bench ends
 BROKERS: dict[str, tuple[str, dict[str, str]]] = {
     "memory": ("pubsub.in-memory", {}),
@@ -167,7 +169,7 @@ async def measure(args: argparse.Namespace, chosen: list[str], work: Path) -> in
         f"| delivered of sent @{args.rate}/s | publish→delivery p50/p99 ms |"
     )
     print("|---|---|---|---|---|---|")
-    verdicts = []
+    goals = []
     for broker, tp, sent, latencies in rows:
         if len(latencies) >= 2:
             cuts = statistics.quantiles(latencies, n=100)
@@ -178,16 +180,23 @@ async def measure(args: argparse.Namespace, chosen: list[str], work: Path) -> in
             f"| {broker} | {tp['rps']:,.0f} | {tp.get('p50', 0):.2f}/{tp.get('p99', 0):.2f} "
             f"| {tp['bad']:.0f} | {len(latencies)}/{sent} | {p50:.2f}/{p99:.2f} |"
         )
-        if broker in GOAL_RATE:
-            met = tp["rps"] >= GOAL_RATE[broker]
-            rate = f"{GOAL_RATE[broker]:,}"
-            verdicts.append(f"target: {broker} >= {rate} msg/s: " + ("met" if met else "MISSED"))
-        verdicts.append(
-            f"target: {broker} p99 <= {GOAL_P99_MS} ms @{args.rate}/s: "
-            + ("met" if p99 <= GOAL_P99_MS else "MISSED")
+        met = p99 <= GOAL_P99_MS and len(latencies) == sent
+        goals.append(
+            f"goal: {broker} publish->delivery p99 <= {GOAL_P99_MS:g} ms @{args.rate}/s: "
+            f"{p99:.2f} ms, {len(latencies)}/{sent} delivered {'PASS' if met else 'FAIL'}"
         )
     print()
-    print("\n".join(verdicts))
+    print("\n".join(goals))
+    measured = {broker: tp for broker, tp, *_ in rows}
+    for broker, goal in GOAL_RATE.items():
+        name, want = f"pubsub publish {broker}", f">= {goal:,} msg/s"
+        got = measured.get(broker)
+        if got is None:
+            target(name, "not measured (not in --brokers)", want, None)
+        elif got["bad"]:
+            target(name, f"{got['rps']:,.0f} msg/s with {got['bad']:.0f} errors", want, False)
+        else:
+            target(name, f"{got['rps']:,.0f} msg/s", want, got["rps"] >= goal)
     return 0
 
 
@@ -201,6 +210,16 @@ def main() -> int:
         print("hey is missing: run `make bench-tools`", file=sys.stderr)
         return 2
     chosen = [b for b in args.brokers.split(",") if b]
+    unknown = [b for b in chosen if b not in BROKERS]
+    if unknown:
+        print(f"unknown brokers: {unknown}; known: {', '.join(BROKERS)}", file=sys.stderr)
+        return 2
+    busy = [p for p in (HTTP, GRPC) if not port_free(p)]
+    if busy:
+        print(
+            f"ports already in use: {busy}; refusing to measure a foreign server", file=sys.stderr
+        )
+        return 1
     if "rabbitmq" in chosen and ensure_rabbitmq_vhost() is None:  # dropped again at the end
         BROKERS["rabbitmq"] = ("pubsub.rabbitmq", {"connectionString": RABBITMQ_URL})
     work = Path(tempfile.mkdtemp(prefix="meshwire-pubsub-bench."))

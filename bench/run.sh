@@ -2,9 +2,11 @@
 # meshwire benchmark harness: one run, one table.
 #
 # Rows: direct (the nginx backend alone = the ceiling), nginx and haproxy as reverse proxies
-# (the references), meshwire, plus optional extra rows. Columns: closed-loop HTTP/1.1 req/s (wrk),
-# closed-loop h2c req/s (h2load, prior knowledge), p50/p99 latency at a fixed 500 req/s (hey),
-# throughput ratios to nginx, and meshwire's idle/peak RSS.
+# (the references), meshwire (tracing at 1 %, metrics on), the naive trio proxies (the yardsticks),
+# plus optional extra rows. Columns: closed-loop HTTP/1.1 req/s (wrk), closed-loop h2c req/s
+# (h2load, prior knowledge), p50/p99 at 500 req/s in bursts (hey) and evenly spaced (wrk +
+# bench/paced.lua), throughput ratios to nginx, and idle/peak RSS. The last lines are the issue's
+# targets for the Envoy mode: `TARGET name: value vs goal PASS|FAIL` (bench/summary.py collects).
 # Method: /work/shared/reference/envoy.md §5 — on a 2-core box the proxy under test is pinned to
 # CPU 1 and backend + load generators to CPU 0, so every proxy gets exactly one core.
 #
@@ -12,11 +14,16 @@
 # Env:
 #   MESHWIRE_CMD    command that starts meshwire (run via `bash -c "exec $MESHWIRE_CMD"`);
 #                   it must listen on 127.0.0.1:19010 for HTTP/1.1 and prior-knowledge h2c and
-#                   proxy to http://127.0.0.1:18080.
+#                   proxy to http://127.0.0.1:18080 (both + BENCH_PORT_OFFSET). Default:
+#                   `meshwire run -c meshwire.yaml`: quick mode's listener and cluster, plus the
+#                   tracing filter at 1 % exporting to a Zipkin sink on :18082 (the backend nginx
+#                   answering 202) and the admin listener (metrics) on :19901.
 #   MESHWIRE_EXTRA  extra rows, "name|cmd|port", several separated by newlines or ";;",
-#                   e.g. MESHWIRE_EXTRA="mw-notrace|.venv/bin/meshwire run ... --listen 127.0.0.1:19020|19020"
+#                   e.g. MESHWIRE_EXTRA="mw-quick|.venv/bin/meshwire run --listen 127.0.0.1:19030 --upstream http://127.0.0.1:18080 --admin 127.0.0.1:19902|19030"
 #                   (h1 and h2c measured on that port; RSS reported like meshwire).
 #   READY_TIMEOUT   seconds to wait for a server to answer (default 20).
+#   BENCH_PORT_OFFSET  added to every port below (default 0), to run beside another engineer's
+#                   bench on a shared machine (every bench/ script honours it).
 #   KEEP_WORKDIR=1  keep the work dir (configs, server logs, raw tool output) for inspection.
 set -uo pipefail
 
@@ -27,17 +34,28 @@ if ! [[ $D =~ ^[1-9][0-9]*$ ]]; then
 fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-MESHWIRE_CMD=${MESHWIRE_CMD:-"$ROOT/.venv/bin/meshwire run --listen 127.0.0.1:19010 --upstream http://127.0.0.1:18080 --admin 127.0.0.1:19901"}
 MESHWIRE_EXTRA=${MESHWIRE_EXTRA:-}
 READY_TIMEOUT=${READY_TIMEOUT:-20}
 
-BACKEND_H1=18080    # backend h1, the upstream of every proxy
-BACKEND_H2=18081    # backend h2c, used only by the `direct` row's h2c column
+OFF=${BENCH_PORT_OFFSET:-0}
+if ! [[ $OFF =~ ^[0-9]+$ ]] || ((OFF > 40000)); then
+    echo "BENCH_PORT_OFFSET must be an integer from 0 to 40000, got '$OFF'" >&2
+    exit 2
+fi
+BACKEND_H1=$((18080 + OFF))    # backend h1, the upstream of every proxy
+BACKEND_H2=$((18081 + OFF))    # backend h2c, used only by the `direct` row's h2c column
+ZIPKIN_SINK=$((18082 + OFF))   # the backend nginx answering 202: where meshwire's 1 % of spans go
+NGINX_H1=$((19001 + OFF)) NGINX_H2=$((19002 + OFF)) HAPROXY_H1=$((19003 + OFF)) HAPROXY_H2=$((19013 + OFF))
+MESHWIRE=$((19010 + OFF)) MESHWIRE_ADMIN=$((19901 + OFF)) NAIVE_H11=$((19020 + OFF)) NAIVE_HTTPTOOLS=$((19021 + OFF))
 BODY="hello from backend"
-HEY_C=10 HEY_Q=50   # hey's -q is per worker: 10 x 50 = 500 req/s in total
+HEY_C=10 HEY_Q=50   # hey's -q is per worker: 10 x 50 = 500 req/s in total, in bursts of 10
 RATE=$((HEY_C * HEY_Q))
+PACED_C=4           # connections sharing paced.lua's one schedule of $RATE req/s
+# The issue's targets for meshwire (Envoy mode), judged on this run's figures.
+GOAL_VS_NAIVE=0.5 GOAL_H1_VS_NGINX=0.15 GOAL_H2_VS_NGINX=0.10 GOAL_P50_OVER_NGINX_MS=1.0
 
 W=$(mktemp -d -t meshwire-bench.XXXXXX)
+MESHWIRE_CMD=${MESHWIRE_CMD:-"$ROOT/.venv/bin/meshwire run -c $W/meshwire.yaml"}
 SERVER_PIDS=()      # session leaders of every server we started (each runs under its own setsid)
 
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -110,7 +128,7 @@ wait_ready() {
 cpu_ticks() {
     local sid=$1 total=0 f line f_
     for f in /proc/[0-9]*/stat; do
-        read -r line <"$f" 2>/dev/null || continue
+        { read -r line <"$f"; } 2>/dev/null || continue
         read -ra f_ <<<"${line##*) }"   # fields after "pid (comm) ": state ppid pgrp session ...
         [[ ${f_[3]} == "$sid" ]] && total=$((total + f_[11] + f_[12]))
     done
@@ -121,7 +139,7 @@ cpu_ticks() {
 mem_mb() {
     local sid=$1 field=$2 kb=0 found=0 f line f_ v
     for f in /proc/[0-9]*/stat; do
-        read -r line <"$f" 2>/dev/null || continue
+        { read -r line <"$f"; } 2>/dev/null || continue
         read -ra f_ <<<"${line##*) }"
         [[ ${f_[3]} == "$sid" ]] || continue
         v=$(awk -v k="$field:" '$1 == k {print $2}' "${f%/stat}/status" 2>/dev/null)
@@ -204,10 +222,41 @@ measure_lat() {
     fi
 }
 
+# paced_field KEY LINE: the value of KEY=value in paced.lua's summary line.
+paced_field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" ${2#paced: }"; }
+
+# Latency at the same 500 req/s with evenly spaced arrivals: wrk + bench/paced.lua, $PACED_C
+# connections booking slots of one schedule (2 ms apart, each send within ~1 ms after its slot).
+# wrk times each request from its write to the end of its response, in microseconds.
+measure_paced() {
+    local name=$1 port=$2 out="$W/$name.paced.txt" line p50 p99 rps late non2xx errs reqs
+    log "$name: wrk -t1 -c$PACED_C -d${D}s -s paced.lua -- $RATE (evenly spaced, HTTP/1.1) on :$port"
+    "${PIN_LOAD[@]}" wrk -t1 -c"$PACED_C" -d"${D}s" -s "$ROOT/bench/paced.lua" "http://127.0.0.1:$port/" -- "$RATE" >"$out" 2>&1
+    line=$(grep '^paced: ' "$out")
+    # "paced: requests=N sent=N duration_us=N rate=R p50_us=N p90_us=N p99_us=N max_us=N late=N ..."
+    reqs=$(paced_field requests "$line") rps=$(paced_field rate "$line")
+    late=$(paced_field late "$line") non2xx=$(paced_field non2xx "$line")
+    errs=$(paced_field errors "$line")
+    p50=$(paced_field p50_us "$line") p99=$(paced_field p99_us "$line")
+    R_PP50=- R_PP99=-
+    [[ -n $p50 ]] && R_PP50=$(awk -v u="$p50" 'BEGIN {printf "%.2f", u / 1000}')
+    [[ -n $p99 ]] && R_PP99=$(awk -v u="$p99" 'BEGIN {printf "%.2f", u / 1000}')
+    R_PACED_BAD=$((${non2xx:-0} + ${errs:-0}))
+    NOTE+="; paced ${reqs:-?} req at ${rps:-?} req/s, ${non2xx:-?} non-2xx, ${errs:-?} errors, ${late:-?} late, gaps $(paced_field gap_p1_us "$line")-$(paced_field gap_p99_us "$line") us (p1-p99)"
+    # Short of the rate, or sends more than 1 ms behind their slot (every connection was busy):
+    # then the figure includes queueing.
+    if [[ -z $line ]] || awk -v r="${rps:-0}" -v t="$RATE" -v l="${late:-0}" -v n="${reqs:-0}" \
+        'BEGIN {exit !(r < 0.95 * t || l > 0.01 * n)}'; then
+        R_PACED_BAD=$((R_PACED_BAD + 1))
+        NOTE+=" (RATE NOT HELD)"
+    fi
+}
+
 # ---------------------------------------------------------------------------------------------
-# Results: one line per row in $W/rows (name|h1|h2|p50|p99|idle|peak|bad-flags) and footnotes.
+# Results: one line per row in $W/rows
+# (name|h1|h2|burst p50|burst p99|paced p50|paced p99|idle|peak|bad-flags) and footnotes.
 # ---------------------------------------------------------------------------------------------
-record_row() { printf '%s|%s|%s|%s|%s|%s|%s|%s\n' "$@" >>"$W/rows"; }
+record_row() { printf '%s|%s|%s|%s|%s|%s|%s|%s|%s|%s\n' "$@" >>"$W/rows"; }
 record_note() { printf '  [%s] %s\n' "$1" "$2" >>"$W/notes"; }
 
 # alive PID TEST: true if the server still runs; else note (once) during which test it died.
@@ -233,8 +282,10 @@ bench_target() {
     fi
     measure_lat "$name" "$h1port"
     { ((R_LAT_BAD > 0)) || ! alive "$pid" "hey"; } && flags+=lat,
+    measure_paced "$name" "$h1port"
+    { ((R_PACED_BAD > 0)) || ! alive "$pid" "paced wrk"; } && flags+=paced,
     [[ $want_rss == yes ]] && peak=$(mem_mb "$pid" VmHWM)   # high-water mark, after all load
-    record_row "$name" "$R_H1" "$R_H2" "$R_P50" "$R_P99" "$idle" "$peak" "$flags"
+    record_row "$name" "$R_H1" "$R_H2" "$R_P50" "$R_P99" "$R_PP50" "$R_PP99" "$idle" "$peak" "$flags"
     record_note "$name" "$NOTE"
 }
 
@@ -248,7 +299,7 @@ run_proxy() {
         [[ $p == - ]] && continue
         if ! port_free "$p"; then
             log "$name: port $p is already in use by another process, skipping"
-            record_row "$name" "port $p busy" "" "" "" "" "" "skip"
+            record_row "$name" "port $p busy" "" "" "" "" "" "" "" "skip"
             return
         fi
     done
@@ -258,7 +309,7 @@ run_proxy() {
     if ! wait_ready "$pid" "$h1port"; then
         log "$name: did not answer 200 on :$h1port within ${READY_TIMEOUT}s; last log lines:"
         tail -n 5 "$W/$name.log" | sed 's/^/    /' >&2
-        record_row "$name" "did not start" "" "" "" "" "" "skip"
+        record_row "$name" "did not start" "" "" "" "" "" "" "" "skip"
         stop_server "$pid"
         return
     fi
@@ -273,16 +324,36 @@ write_configs() {
     cat >"$W/backend.conf" <<CONF
 worker_processes 1; daemon off; pid $W/backend.pid;
 events { worker_connections 4096; }
-http { access_log off; keepalive_requests 100000000;
+http { access_log off; keepalive_requests 100000000; client_body_temp_path $W;
+  client_max_body_size 64m; client_body_buffer_size 1m;
   server { listen 127.0.0.1:$BACKEND_H1; listen 127.0.0.1:$BACKEND_H2 http2;
-    location / { return 200 "$BODY\n"; } } }
+    location / { return 200 "$BODY\n"; } }
+  server { listen 127.0.0.1:$ZIPKIN_SINK; location / { return 202; } } }
+CONF
+    # meshwire's default config for the issue's targets: quick mode's listener and cluster, the
+    # admin listener (metrics), and the tracing filter sampling 1 % to a Zipkin endpoint.
+    cat >"$W/meshwire.yaml" <<CONF
+telemetry:
+  service_name: meshwire-bench
+  zipkin: {endpoint: 'http://127.0.0.1:$ZIPKIN_SINK/api/v2/spans'}
+admin: {address: '127.0.0.1:$MESHWIRE_ADMIN'}
+listeners:
+  - name: ingress
+    address: 127.0.0.1:$MESHWIRE
+    filters:
+      - {type: tracing, sampling_rate: 0.01}
+      - {type: router}
+    routes:
+      - {match: {prefix: /}, cluster: upstream}
+clusters:
+  - {name: upstream, endpoints: ['127.0.0.1:$BACKEND_H1']}
 CONF
     cat >"$W/nginx.conf" <<CONF
 worker_processes 1; daemon off; pid $W/nginx.pid;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 100000000;
   upstream be { server 127.0.0.1:$BACKEND_H1; keepalive 64; }
-  server { listen 127.0.0.1:19001; listen 127.0.0.1:19002 http2;
+  server { listen 127.0.0.1:$NGINX_H1; listen 127.0.0.1:$NGINX_H2 http2;
     location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 CONF
     cat >"$W/haproxy.cfg" <<CONF
@@ -295,8 +366,8 @@ defaults
   timeout client 30s
   timeout server 30s
 frontend fe
-  bind 127.0.0.1:19003
-  bind 127.0.0.1:19013 proto h2
+  bind 127.0.0.1:$HAPROXY_H1
+  bind 127.0.0.1:$HAPROXY_H2 proto h2
   default_backend be
 backend be
   http-reuse always
@@ -314,7 +385,8 @@ print_header() {
     echo "== meshwire benchmark  $(date -u '+%Y-%m-%d %H:%M:%SZ')  git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')"
     echo "machine : $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
     echo "tools   : $(wrk -v 2>&1 | awk 'NR == 1 {print $1, $2}'), $(h2load --version 2>&1 | head -n1), hey $hey_v, $(nginx -v 2>&1 | sed 's/.*: //'), haproxy $(haproxy -v 2>&1 | awk 'NR == 1 {print $3}'), $("$ROOT/.venv/bin/python" -V 2>/dev/null || echo 'no .venv')"
-    echo "duration: ${D}s per test; h1: wrk -t1 -c16; h2c: h2load -c4 -m16 (prior knowledge); latency: hey -c $HEY_C -q $HEY_Q = ${RATE} req/s over HTTP/1.1"
+    echo "duration: ${D}s per test; h1: wrk -t1 -c16; h2c: h2load -c4 -m16 (prior knowledge)"
+    echo "latency : ${RATE} req/s over HTTP/1.1, bursts: hey -c $HEY_C -q $HEY_Q; paced: wrk -t1 -c$PACED_C -s bench/paced.lua (one evenly spaced schedule)"
     echo "pinning : $PINNED"
     echo "loadavg : $LOADAVG_BEFORE (before start)"
     if awk -v l="${LOADAVG_BEFORE%% *}" 'BEGIN {exit !(l > 0.5)}'; then
@@ -325,46 +397,70 @@ print_header() {
 
 print_table() {
     local nginx_h1 nginx_h2
-    nginx_h1=$(awk -F'|' '$1 == "nginx" && $8 !~ /skip|h1/ {print $2}' "$W/rows")
-    nginx_h2=$(awk -F'|' '$1 == "nginx" && $8 !~ /skip|h2/ {print $3}' "$W/rows")
+    nginx_h1=$(awk -F'|' '$1 == "nginx" && $10 !~ /skip|h1/ {print $2}' "$W/rows")
+    nginx_h2=$(awk -F'|' '$1 == "nginx" && $10 !~ /skip|h2/ {print $3}' "$W/rows")
     echo
     awk -F'|' -v n1="${nginx_h1:-0}" -v n2="${nginx_h2:-0}" '
         function ratio(v, n) { return (n > 0 && v > 0) ? sprintf("%.2f", v / n) : "-" }
         function mark(v, bad) { return bad ? v "!" : v }
         BEGIN {
-            fmt = "%-14s %10s %10s %8s %8s %9s %9s %8s %8s\n"
-            printf fmt, "target", "h1 req/s", "h2c req/s", "p50 ms", "p99 ms", "h1/nginx", "h2c/nginx", "idle MB", "peak MB"
-            printf fmt, "", "(wrk)", "(h2load)", "@500/s", "@500/s", "", "", "(RSS)", "(VmHWM)"
+            fmt = "%-16s %9s %9s %7s %7s %7s %7s %8s %9s %7s %7s\n"
+            printf fmt, "target", "h1 req/s", "h2c req/s", "burst", "burst", "paced", "paced", "h1/nginx", "h2c/nginx", "idle MB", "peak MB"
+            printf fmt, "", "(wrk)", "(h2load)", "p50 ms", "p99 ms", "p50 ms", "p99 ms", "", "", "(RSS)", "(VmHWM)"
         }
-        $8 ~ /skip/ { printf "%-14s %s\n", $1, $2; next }
+        $10 ~ /skip/ { printf "%-16s %s\n", $1, $2; next }
         {
-            printf fmt, $1, mark($2, $8 ~ /h1/), mark($3, $8 ~ /h2/), mark($4, $8 ~ /lat/), mark($5, $8 ~ /lat/),
-                ratio($2, n1), ratio($3, n2), $6, $7
+            printf fmt, $1, mark($2, $10 ~ /h1/), mark($3, $10 ~ /h2/), mark($4, $10 ~ /lat/), mark($5, $10 ~ /lat/),
+                mark($6, $10 ~ /paced/), mark($7, $10 ~ /paced/), ratio($2, n1), ratio($3, n2), $8, $9
         }' "$W/rows"
     echo
+    echo "latency at ${RATE} req/s: burst = hey (10 workers x 50/s fire together, so p50 includes queueing in the burst);"
+    echo "  paced = evenly spaced sends (wrk + bench/paced.lua, ${PACED_C} connections, one schedule), the per-request latency"
     echo "checks (! above = errors, non-2xx or missed rate: do not trust that figure; cpu = server under test / CPU 0 (backend+generator), % of one core):"
     cat "$W/notes" 2>/dev/null
     if [[ -z $nginx_h1 || -z $nginx_h2 ]]; then
         echo "  note: no clean nginx figure, so some ratios are '-'"
     fi
+    echo
     print_targets
 }
 
-# The issue's targets for meshwire, judged from this run (a flagged figure never passes).
+# The issue's targets for meshwire (Envoy mode: tracing at 1 %, metrics on), judged from this
+# run, one `TARGET name: value vs goal PASS|FAIL` line each (bench/summary.py collects them).
+# A figure flagged by its checks, or missing, never passes; the value says why.
 print_targets() {
-    awk -F'|' '
-        $1 == "nginx" && $8 !~ /skip/ { n1 = $2; n2 = $3; np50 = $4 }
-        $1 == "meshwire" { m = $0 }
+    awk -F'|' -v gn="$GOAL_VS_NAIVE" -v g1="$GOAL_H1_VS_NGINX" -v g2="$GOAL_H2_VS_NGINX" \
+        -v gl="$GOAL_P50_OVER_NGINX_MS" '
+        function clean(row, col, flag) { return row != "" && row !~ /skip/ && split(row, f, "|") && f[10] !~ flag && f[col] != "-" && f[col] > 0 }
+        function get(row, col) { split(row, f, "|"); return f[col] }
+        function why(row, col, flag, unit,   f) {
+            if (row == "") return "not measured"
+            split(row, f, "|")
+            if (f[10] ~ /skip/) return f[2]
+            if (f[10] ~ flag) return f[col] unit " failed its checks (see checks above)"
+            return "no figure"
+        }
+        # TARGET line for meshwire / reference throughput ratio (columns: 2 h1, 3 h2c).
+        function ratio_target(name, ref, refname, col, flag, goal,   m, r) {
+            if (!clean(M, col, flag)) { printf "TARGET %s: meshwire %s vs >= %.2fx FAIL\n", name, why(M, col, flag, " req/s"), goal; return }
+            if (!clean(ref, col, flag)) { printf "TARGET %s: %s %s vs >= %.2fx FAIL\n", name, refname, why(ref, col, flag, " req/s"), goal; return }
+            m = get(M, col); r = get(ref, col)
+            printf "TARGET %s: %.2fx (%d vs %d req/s) vs >= %.2fx %s\n", name, m / r, m, r, goal, (m >= goal * r) ? "PASS" : "FAIL"
+        }
+        $1 == "nginx" { N = $0 }
+        $1 == "meshwire" { M = $0 }
+        $1 == "naive-httptools" { H = $0 }
         END {
-            if (m == "") exit
-            split(m, r, "|")
-            if (r[8] ~ /skip/) { print "targets : meshwire " r[2] "; no verdict"; exit }
-            ok1 = n1 > 0 && r[8] !~ /h1/ && r[2] >= 0.15 * n1
-            ok2 = n2 > 0 && r[8] !~ /h2/ && r[3] >= 0.15 * n2
-            okl = np50 != "-" && r[8] !~ /lat/ && r[4] != "-" && r[4] - np50 <= 0.5
-            okm = r[6] != "-" && r[6] <= 60
-            printf "targets : meshwire h1 >= 0.15x nginx %s, h2c >= 0.15x nginx %s, p50 <= nginx+0.5 ms %s, idle RSS <= 60 MB %s\n",
-                ok1 ? "PASS" : "FAIL", ok2 ? "PASS" : "FAIL", okl ? "PASS" : "FAIL", okm ? "PASS" : "FAIL"
+            ratio_target("envoy h1 vs naive-httptools", H, "naive-httptools", 2, "h1", gn)
+            ratio_target("envoy h1 vs nginx", N, "nginx", 2, "h1", g1)
+            ratio_target("envoy h2c vs nginx", N, "nginx", 3, "h2", g2)
+            name = "envoy p50 @500/s paced vs nginx"
+            if (!clean(M, 6, "paced")) printf "TARGET %s: meshwire %s vs <= +%.1f ms FAIL\n", name, why(M, 6, "paced", " ms p50"), gl
+            else if (!clean(N, 6, "paced")) printf "TARGET %s: nginx %s vs <= +%.1f ms FAIL\n", name, why(N, 6, "paced", " ms p50"), gl
+            else {
+                m = get(M, 6); n = get(N, 6)
+                printf "TARGET %s: %+.2f ms (%.2f vs %.2f ms) vs <= +%.1f ms %s\n", name, m - n, m, n, gl, (m - n <= gl) ? "PASS" : "FAIL"
+            }
         }' "$W/rows"
 }
 
@@ -395,13 +491,13 @@ main() {
     : >"$W/rows"
 
     # The backend runs for the whole session; without it nothing can be measured.
-    for t in "$BACKEND_H1" "$BACKEND_H2"; do
+    for t in "$BACKEND_H1" "$BACKEND_H2" "$ZIPKIN_SINK"; do
         if ! port_free "$t"; then
             echo "port $t is already in use (another benchmark running?); refusing to measure a foreign server" >&2
             exit 1
         fi
     done
-    log "starting backend nginx on :$BACKEND_H1 (h1) and :$BACKEND_H2 (h2c)"
+    log "starting backend nginx on :$BACKEND_H1 (h1), :$BACKEND_H2 (h2c) and :$ZIPKIN_SINK (Zipkin sink)"
     start_server backend load nginx -e "$W/backend.err" -p "$W" -c "$W/backend.conf"
     local backend=$STARTED_PID
     if ! wait_ready "$backend" "$BACKEND_H1"; then
@@ -411,13 +507,13 @@ main() {
     fi
 
     bench_target direct "$BACKEND_H1" "$BACKEND_H2" "$backend" no
-    run_proxy nginx 19001 19002 no nginx -e "$W/nginx.err" -p "$W" -c "$W/nginx.conf"
-    run_proxy haproxy 19003 19013 no haproxy -db -f "$W/haproxy.cfg"
-    run_proxy meshwire 19010 19010 yes bash -c "exec $MESHWIRE_CMD"
-    # The issue's yardstick: a naive trio+h11 proxy (HTTP/1.1 only), measured in the same run.
-    run_proxy naive-h11 19020 - yes "$ROOT/.venv/bin/python" "$ROOT/bench/naive_proxy.py" 19020 18080
-    # The stack's ceiling: the same naive loop with httptools (llhttp) on both legs.
-    run_proxy naive-httptools 19021 - yes "$ROOT/.venv/bin/python" "$ROOT/bench/naive_httptools_proxy.py" 19021 18080
+    run_proxy nginx "$NGINX_H1" "$NGINX_H2" no nginx -e "$W/nginx.err" -p "$W" -c "$W/nginx.conf"
+    run_proxy haproxy "$HAPROXY_H1" "$HAPROXY_H2" no haproxy -db -f "$W/haproxy.cfg"
+    run_proxy meshwire "$MESHWIRE" "$MESHWIRE" yes bash -c "exec $MESHWIRE_CMD"
+    # The first yardstick: a naive trio+h11 proxy (HTTP/1.1 only), measured in the same run.
+    run_proxy naive-h11 "$NAIVE_H11" - yes "$ROOT/.venv/bin/python" "$ROOT/bench/naive_proxy.py" "$NAIVE_H11" "$BACKEND_H1"
+    # The issue's yardstick (h1 >= 0.5x): the same naive loop with httptools (llhttp) on both legs.
+    run_proxy naive-httptools "$NAIVE_HTTPTOOLS" - yes "$ROOT/.venv/bin/python" "$ROOT/bench/naive_httptools_proxy.py" "$NAIVE_HTTPTOOLS" "$BACKEND_H1"
 
     # Optional extra rows: "name|cmd|port", separated by newlines or ";;".
     local entry name cmd port

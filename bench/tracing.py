@@ -2,15 +2,17 @@
 Zipkin endpoint down or slow, in interleaved rounds of one run; medians reported.
 
 Usage: .venv/bin/python bench/tracing.py [--seconds 5] [--rounds 3] [--keep]
-Needs nginx, wrk, hey and curl (`make bench-tools`). Method as bench/run.sh: meshwire pinned to
+Needs nginx and wrk (`make bench-tools`). Method as bench/run.sh: meshwire pinned to
 CPU 1, the nginx backend, the Zipkin sink and the load generators on CPU 0.
 
 Columns, per variant: median closed-loop HTTP/1.1 req/s (wrk -t1 -c16) with the range over
 rounds; median CPU time meshwire spent per request during that test (user + system, all its
 threads, so exporter threads count); the cost against `off` in the same run, from the medians;
-p50/p99 at a fixed 500 req/s (hey, HTTP/1.1); spans exported / failed / dropped (admin /stats).
+p50/p99 at 500 req/s evenly spaced (wrk + bench/paced.lua, HTTP/1.1, first round only); spans
+exported / failed / dropped (admin /stats).
 On a shared machine single runs vary by 10-20 %: rounds are interleaved so drift hits every
 variant alike, and the per-request CPU figure is steadier than req/s.
+The issue's targets, as `TARGET ...` lines: the throughput cost at 1 % <= 5 %, at 100 % <= 20 %.
 """
 
 from __future__ import annotations
@@ -31,15 +33,15 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit import parse_hey, pinned, port_free, stop
+from toolkit import paced, pinned, port, port_free, stop, target
 
 ROOT = Path(__file__).resolve().parent.parent
-BACKEND, SINK, SLOW_SINK, DOWN = 18080, 19411, 19412, 19413
-LISTEN, ADMIN = 19010, 19901
+BACKEND, SINK, SLOW_SINK, DOWN = port(18080), port(19411), port(19412), port(19413)
+LISTEN, ADMIN = port(19010), port(19901)
 URL = f"http://127.0.0.1:{LISTEN}/"
 BODY = "hello from backend"
 SLOW_DELAY = 2.0  # seconds the slow Zipkin endpoint takes to answer each POST
-HEY_C, HEY_Q = 10, 50  # 10 workers x 50 req/s = 500 req/s
+RATE = 500  # req/s, evenly spaced, for the latency columns
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGETS = {"1%": 5.0, "100%": 20.0}  # the issue's ceilings on the throughput cost, in %
 
@@ -54,7 +56,8 @@ class Variant:
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
     spans: dict[str, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the throughput figure is not clean
+    notes: list[str] = field(default_factory=list)  # the latency figure is not clean
 
     def config(self) -> str:
         tracing = (
@@ -161,22 +164,19 @@ def run_wrk(seconds: int) -> tuple[float, int, str]:
     return (float(rps.group(1)) if rps else 0.0), (int(reqs.group(1)) if reqs else 0), problem
 
 
-def run_hey(seconds: int) -> tuple[float, float, str]:
-    out = subprocess.run(
-        [*pinned(0), "hey", "-z", f"{seconds}s", "-c", str(HEY_C), "-q", str(HEY_Q), URL],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    found = parse_hey(out)
-    p50, p99 = found.get("p50", float("nan")), found.get("p99", float("nan"))
-    complete = "p50" in found and "p99" in found
-    problem = "" if complete and not found["bad"] else f"hey: {found['bad']:.0f} non-200 or errors"
-    return p50, p99, problem
+def run_paced(seconds: int) -> tuple[float, float, str]:
+    found = paced(URL, RATE, seconds)
+    problem = ""
+    if found["bad"] or found["rps"] < 0.95 * RATE or found["late"] > 0.01 * RATE * seconds:
+        problem = (
+            f"latency includes queueing or errors: {found['bad']:.0f} errors, "
+            f"{found['rps']:.0f} of {RATE} req/s, {found['late']:.0f} late"
+        )
+    return found["p50"], found["p99"], problem
 
 
 def span_counters() -> dict[str, int]:
-    _, text = get(f"http://127.0.0.1:{ADMIN}/stats?format=json&filter=telemetry.spans")
+    _, text = get(f"http://127.0.0.1:{ADMIN}/stats?format=json&filter=telemetry.spans", 5.0)
     found = {s["name"]: s["value"] for s in json.loads(text)["stats"]}
     return {k.removeprefix("telemetry.spans_"): int(v) for k, v in found.items()}
 
@@ -204,13 +204,16 @@ def measure(variant: Variant, work: Path, seconds: int, with_latency: bool) -> N
         if reqs:
             variant.cpu_us.append((after - before) / CLK_TCK / reqs * 1e6)
         if with_latency:
-            p50, p99, problem = run_hey(seconds)
+            p50, p99, problem = run_paced(seconds)
             if problem:
-                variant.errors.append(problem)
+                variant.notes.append(problem)
             variant.p50.append(p50)
             variant.p99.append(p99)
-        for key, value in span_counters().items():
-            variant.spans[key] = variant.spans.get(key, 0) + value
+        try:
+            for key, value in span_counters().items():
+                variant.spans[key] = variant.spans.get(key, 0) + value
+        except OSError as error:  # an admin port too slow to answer: the counts are short
+            variant.notes.append(f"span counters unreadable: {error}")
         if proc.poll() is not None:
             variant.errors.append(f"meshwire exited with {proc.returncode}")
     finally:
@@ -231,7 +234,7 @@ def report(seconds: int, rounds: int) -> None:
     )
     print()
     print(
-        "| variant | h1 req/s (min-max) | cost | CPU µs/req | CPU cost | p50/p99 ms @500/s "
+        "| variant | h1 req/s (min-max) | cost | CPU µs/req | CPU cost | p50/p99 ms @500/s paced "
         "| spans exported/failed/dropped |"
     )
     print("|---|---|---|---|---|---|---|")
@@ -251,16 +254,20 @@ def report(seconds: int, rounds: int) -> None:
     for v in VARIANTS:
         for e in sorted(set(v.errors)):
             print(f"  ! {v.name}: {e}")
+        for e in sorted(set(v.notes)):
+            print(f"  ! {v.name}: {e}")
     print()
     for name, ceiling in TARGETS.items():
         v = next(x for x in VARIANTS if x.name == name)
+        goal = f"<= {ceiling:g} %"
+        if not v.rps or not base.rps or v.errors or base.errors:
+            why = "; ".join(sorted(set(v.errors + base.errors))) or "not measured"
+            target(f"tracing {name} cost", f"no clean figure ({why})", goal, False)
+            continue
         cost = (1 - median(v.rps) / base_rps) * 100
         cpu_cost = (median(v.cpu_us) / base_cpu - 1) * 100
-        verdict = "met" if cost <= ceiling else "MISSED"
-        print(
-            f"target: tracing at {name} costs <= {ceiling:g} % throughput: {verdict} "
-            f"({cost:+.1f} % req/s, {cpu_cost:+.1f} % CPU per request)"
-        )
+        value = f"{cost:+.1f} % req/s ({cpu_cost:+.1f} % CPU per request)"
+        target(f"tracing {name} cost", value, goal, cost <= ceiling)
 
 
 def main() -> int:
@@ -269,7 +276,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
     args = parser.parse_args()
-    for tool in ("nginx", "wrk", "hey"):
+    for tool in ("nginx", "wrk"):
         if not shutil.which(tool):
             print(f"{tool} is missing: run `make bench-tools`", file=sys.stderr)
             return 2
