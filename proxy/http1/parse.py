@@ -81,7 +81,7 @@ class _Parser:
         self._eof = False
         self.buffer = b""
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         """Bytes received; b"" is the end of the stream."""
         if not data:
             self._eof = True
