@@ -89,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
         "--dump-config", action="store_true", help="print the effective config and exit"
     )
     run.add_argument(
+        "--codec",
+        choices=["auto", "h11", "httptools"],
+        help="HTTP/1.1 parser for listeners and upstreams (config key `codec`; default auto:"
+        " httptools when installed, else h11)",
+    )
+    run.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warn", "warning", "error"],
