@@ -261,6 +261,10 @@ class RequestParser(_Parser):
             raise ProtocolError("both Content-Length and Transfer-Encoding")
         if hosts > 1:
             raise ProtocolError("more than one Host field")
+        if codings:  # as h11 has it: the coding's name in lower case
+            request.headers = [
+                (n, v.lower() if n == b"transfer-encoding" else v) for n, v in headers
+            ]
         if request.version == b"1.0":
             request.keep_alive = request.expect_continue = False
         elif not hosts:

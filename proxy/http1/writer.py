@@ -106,8 +106,10 @@ def response(
     need_close = False
     mode = LENGTH
     length = 0
-    if status in (204, 304) or (method == b"CONNECT" and 200 <= status < 300):
+    if status in (204, 304):
         pass
+    elif method == b"CONNECT" and 200 <= status < 300:
+        keep_alive = False  # the client now expects a tunnel we do not open: close (as h11 did)
     elif _field(lowered, b"transfer-encoding:") is not None:
         mode = CHUNKED
         if _field(lowered, b"content-length:") is not None:
