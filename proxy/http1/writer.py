@@ -125,11 +125,20 @@ def response(
         need_close = method != b"HEAD"
     if not keep_alive or need_close:
         keep_alive = False
+        tokens = {b"close"}
         if _field(lowered, b"connection:") is not None:
-            block = fields([h for h in headers if h[0].lower() != b"connection"])
+            kept: Headers = []
+            for name, value in headers:
+                if name.lower() == b"connection":
+                    tokens.update(t.strip() for t in value.lower().split(b","))
+                else:
+                    kept.append((name, value))
+            tokens.discard(b"keep-alive")
+            tokens.discard(b"")
+            block = fields(kept)
             if mode == CHUNKED and b"transfer-encoding:" not in lowered:
                 block += b"Transfer-Encoding: chunked\r\n"
-        block += b"Connection: close\r\n"
+        block += b"".join(b"Connection: %s\r\n" % t for t in sorted(tokens))
     elif (value := _field(lowered, b"connection:")) is not None and b"close" in value:
         keep_alive = False
     if method == b"HEAD":
