@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -230,6 +231,9 @@ def _run_command(args: argparse.Namespace, command: Sequence[str]) -> int:
             # default 5 ms switch interval each hand-off to them waits for the busy trio thread
             # to drop the GIL, which showed as tens of ms at the p99 of pub/sub deliveries.
             sys.setswitchinterval(SIDECAR_SWITCH_INTERVAL)
+        # Everything built so far lives as long as the process: out of the collector's sight,
+        # a full collection no longer walks it (a measured ~20% of a proxied request's CPU).
+        gc.freeze()
         return trio.run(_run, application, command, args)
     except BaseExceptionGroup as group:
         # What cannot start (a port, a state store, a broker) ends start-up with its reason.
