@@ -203,6 +203,7 @@ class _H1Server:
         if length == 0:
             self.parser.next_event()  # the EndOfMessage of a bodiless request
             self.ended = True
+            self.expect = False  # nothing to wait for: the whole request is here
         else:
             self.ended = False
             request.body = H1Body(self, length, ctx.limits.h1_chunk_budget)

@@ -102,6 +102,15 @@ REQUESTS = [
             _get(b"/n"),
         ],
     ),
+    RequestCase(
+        "Expect without a body keeps the connection",
+        b"GET /e HTTP/1.1\r\n"
+        + H
+        + b"Expect: 100-continue\r\n\r\nGET /n HTTP/1.1\r\n"
+        + H
+        + b"\r\n",
+        [_get(b"/e", [(b"host", b"h"), (b"expect", b"100-continue")]), _get(b"/n")],
+    ),
     # --- refused before the handler: 400 (or 431) and close --------------------------------
     RequestCase("bare LF line ends", b"GET / HTTP/1.1\nHost: h\n\n", status=400),
     RequestCase("one bare LF", b"GET / HTTP/1.1\r\nHost: h\nX: 1\r\n\r\n", status=400),
