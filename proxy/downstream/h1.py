@@ -78,10 +78,11 @@ class _H1Server:
         "expect",
         "fd",
         "head",
-        "idle_scope",
+        "idle",
         "must_close",
         "parser",
         "request",
+        "scope",
         "stream",
     )
 
@@ -90,7 +91,11 @@ class _H1Server:
         self.ctx = ctx
         limits = ctx.limits
         self.parser = ctx.codec.request_parser(limits.max_header_bytes, limits.max_headers)
-        self.idle_scope: trio.CancelScope | None = None
+        # The connection's one cancel scope: a keep-alive wait moves its deadline, and eviction,
+        # draining or a client's hang-up during a handler cancel it (each ends the connection),
+        # so no request pays for a scope of its own.
+        self.scope = trio.CancelScope()
+        self.idle = False  # waiting for a request's first bytes
         # The socket a hang-up sweeper may peek at (plain TCP only; TLS records hide the EOF).
         self.fd = -1
         if ctx.hangup is not None and isinstance(stream, trio.SocketStream):
@@ -104,22 +109,23 @@ class _H1Server:
     async def run(self, initial: bytes) -> None:
         if initial:
             self.parser.feed(initial)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_draining)
-            try:
-                while await self._cycle():
-                    pass
-            except PEER_GONE:
-                self.ctx.stats.cx_destroy_remote.inc()
-            finally:
-                nursery.cancel_scope.cancel()
+        with self.scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_draining)
+                try:
+                    while await self._cycle():
+                        pass
+                except PEER_GONE:
+                    self.ctx.stats.cx_destroy_remote.inc()
+                finally:
+                    nursery.cancel_scope.cancel()
 
     async def _watch_draining(self) -> None:
         # One watcher per connection wakes an idle wait when the server starts draining, so the
         # per-request path needs no extra task.
         await self.ctx.draining.wait()
-        if self.idle_scope is not None:
-            self.idle_scope.cancel()
+        if self.idle:
+            self.scope.cancel()
 
     # --- request head ------------------------------------------------------------------------
 
@@ -157,20 +163,22 @@ class _H1Server:
         return event if type(event) is RequestHead else None  # CLOSED: gone between requests
 
     async def _receive_idle(self) -> bytes | None:
-        """Wait for the first bytes of a request; None when idle too long, evicted or draining."""
+        """Wait for the first bytes of a request; None when draining. Idle too long or evicted,
+        the connection's scope is cancelled and the connection ends."""
         ctx = self.ctx
         if ctx.draining.is_set():
             return None
         idle = ctx.idle
-        scope = idle.open(ctx.limits.idle_timeout)
-        self.idle_scope = scope
+        scope = self.scope
+        scope.deadline = idle.deadline(ctx.limits.idle_timeout)
+        idle.watch(scope)
+        self.idle = True
         try:
-            with scope:
-                return cast(bytes, await self.stream.receive_some(MAX_RECV))
+            return cast(bytes, await self.stream.receive_some(MAX_RECV))
         finally:
+            self.idle = False
             idle.close(scope)
-            self.idle_scope = None
-        return None
+            scope.deadline = math.inf
 
     async def _receive_head(self) -> RequestHead | None:
         """Once a head has begun, all of it must arrive within header_read_timeout (slowloris)."""
@@ -212,28 +220,28 @@ class _H1Server:
         stats.rq_active.inc()
         try:
             if self.fd >= 0 and length == 0:
-                watched = await self._call_watched(request)
-                if watched is None:
-                    gone = DownstreamDisconnect("client closed the connection during the request")
-                    return self._failed(request, 499, gone)
-                response = watched
+                response = await self._call_watched(request)
             else:
                 response = await call_handler(ctx, request)
             return await self._respond(request, head, response)
         finally:
             stats.rq_active.dec()
 
-    async def _call_watched(self, request: Request) -> Response | None:
-        """The handler's response, or None when the client hung up before it was ready."""
+    async def _call_watched(self, request: Request) -> Response:
+        """The handler's response; a client that hangs up before it is ready cancels the
+        connection (its request is recorded as 499 on the way out)."""
         hangup = self.ctx.hangup
         assert hangup is not None
-        with trio.CancelScope() as scope:
-            hangup.watch(self.fd, scope)
-            try:
-                return await call_handler(self.ctx, request)
-            finally:
-                hangup.unwatch(self.fd)
-        return None
+        hangup.watch(self.fd, self.scope)
+        try:
+            return await call_handler(self.ctx, request)
+        except trio.Cancelled:
+            if self.scope.cancel_called:
+                gone = DownstreamDisconnect("client closed the connection during the request")
+                self._failed(request, 499, gone)
+            raise
+        finally:
+            hangup.unwatch(self.fd)
 
     async def read_body(self, body: H1Body) -> bytes:
         parser = self.parser
