@@ -29,6 +29,10 @@ _STRICT = {
     "lenient_spaces_after_chunk_size": False,
 }
 
+# RFC 9112 §6.3: in a response, Transfer-Encoding overrides Content-Length; the client then
+# never reuses the connection (ResponseHead.framed_twice).
+_RESPONSE_LENIENCY = {**_STRICT, "lenient_chunked_length": True}
+
 
 class _Collector:
     """httptools callbacks turned into fields and events."""
@@ -134,9 +138,7 @@ class LlhttpResponses:
     def __init__(self, method: bytes, max_head: int) -> None:
         self._collector = _Collector()
         self._parser = httptools.HttpResponseParser(self._collector)
-        # RFC 9112 §6.3: in a response, Transfer-Encoding overrides Content-Length; the client
-        # then never reuses the connection (ResponseHead.framed_twice).
-        self._parser.set_dangerous_leniencies(**{**_STRICT, "lenient_chunked_length": True})
+        self._parser.set_dangerous_leniencies(**_RESPONSE_LENIENCY)
 
     def head(self, head: bytes, method: bytes) -> Headers:
         collector = self._collector
