@@ -47,6 +47,10 @@ class _Collector:
         self._chunk_start = False
         self.events: deque[Event] = deque()
 
+    def on_message_begin(self) -> None:
+        if self.complete:  # never fed past a message's end; if it were, refuse, never guess
+            raise ProtocolError("bytes after the end of the message")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         # llhttp trims the OWS before a value, not after it (RFC 9112 §5.1 allows both).
         field = (name.lower(), value.rstrip(b" \t"))

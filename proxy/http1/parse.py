@@ -1,9 +1,10 @@
 """Sans-I/O HTTP/1.1 parsing: heads found and framing decided here, fields parsed by a backend.
 
 A backend (h11 or llhttp) is only ever given the bytes of one message: the head up to its
-blank line, then, for a chunked body, pieces cut at each CRLFCRLF (a chunked body cannot end
-anywhere else). Content-Length bodies are sliced here. So the bytes after a message stay in
-`buffer` for the next one (pipelining), and both backends see exactly the same input.
+blank line, then the chunks of a chunked body up to its end (chunk sizes are read here only to
+find that end; the backend parses and checks everything). Content-Length bodies are sliced
+here. So the bytes after a message stay in `buffer` for the next one (pipelining), and both
+backends see exactly the same input.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ _DIGITS = re.compile(rb"[0-9]{1,18}")
 _VERSIONS = (b"1.1", b"1.0")
 
 _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE, _END = range(5)
+_SIZE, _DATA, _TRAILERS = range(3)  # where a chunked body is
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
 
 # What the field checks look at; one dict lookup per field for all the others.
 _HOST, _LEN, _TE, _CONN, _EXPECT = range(5)
@@ -60,13 +63,13 @@ class Backend(Protocol):
 class _Parser:
     __slots__ = (
         "_backend",
+        "_chunk",
         "_eof",
         "_events",
-        "_framing",
         "_left",
         "_max_head",
+        "_scan",
         "_state",
-        "_tail",
         "buffer",
     )
 
@@ -75,23 +78,32 @@ class _Parser:
         self._max_head = max_head
         self._events: deque[Event] = deque()
         self._state = _HEAD
-        self._left = 0
-        self._tail = b""  # the last bytes fed of a chunked body: a CRLFCRLF may straddle feeds
-        self._framing = 0  # chunked-body bytes fed since the last data byte
+        self._left = 0  # body bytes still to come (Content-Length), or of the current chunk
+        self._chunk = _SIZE  # where a chunked body is: _SIZE, _DATA (self._left), _TRAILERS
+        self._scan = 0  # where the search for the end of a head resumes
         self._eof = False
-        self.buffer = b""
+        self.buffer: bytes | bytearray = b""
 
     def feed(self, data: bytes | bytearray) -> None:
         """Bytes received; b"" is the end of the stream."""
         if not data:
             self._eof = True
             return
-        if type(data) is not bytes:
-            data = bytes(data)  # memory streams hand out bytearrays
-        if self.buffer:
-            self.buffer += data
+        buf = self.buffer
+        if not buf:
+            self.buffer = data if type(data) is bytes else bytes(data)
+        elif type(buf) is bytearray:
+            buf += data  # a head arriving in pieces: amortized, not a copy per piece
         else:
-            self.buffer = data
+            grown = bytearray(buf)
+            grown += data
+            self.buffer = grown
+
+    def _take(self) -> bytes:
+        """The whole buffer, as bytes, leaving it empty."""
+        buf = self.buffer
+        self.buffer = b""
+        return buf if type(buf) is bytes else bytes(buf)
 
     @property
     def clean(self) -> bool:
@@ -108,10 +120,8 @@ class _Parser:
             self._state = _HEAD
             return EndOfMessage()
         if state == _UNTIL_CLOSE:
-            buf = self.buffer
-            if buf:
-                self.buffer = b""
-                return Data(buf)
+            if self.buffer:
+                return Data(self._take())
             if self._eof:
                 self._state = _HEAD
                 return EndOfMessage()
@@ -119,15 +129,13 @@ class _Parser:
         return self._head()
 
     def _sized(self) -> Event:
-        buf = self.buffer
-        if not buf:
+        if not self.buffer:
             if self._eof:
                 raise Incomplete("connection closed before the end of the body")
             return NEED_DATA
+        buf = self._take()
         left = self._left
-        if len(buf) <= left:
-            self.buffer = b""
-        else:
+        if len(buf) > left:
             self.buffer = buf[left:]
             buf = buf[:left]
         left -= len(buf)
@@ -144,47 +152,100 @@ class _Parser:
                 if self._eof:
                     raise Incomplete("connection closed before the end of the chunked body")
                 return NEED_DATA
-            tail = self._tail
-            at = (tail + buf[:3]).find(_TERMINATOR) if tail else -1
-            if at >= 0:
-                cut = at + 4 - len(tail)
+            cut, ended = self._frame_chunks(buf)
+            if not cut:
+                if len(buf) > self._max_head:
+                    raise ProtocolError("chunk size line or trailers too large", 431)
+                if self._eof:
+                    raise Incomplete("connection closed before the end of the chunked body")
+                return NEED_DATA
+            if cut < len(buf):
+                piece = buf[:cut]
+                rest = buf[cut:]
+                self.buffer = rest if type(rest) is bytes else bytes(rest)
             else:
-                at = buf.find(_TERMINATOR)
-                cut = at + 4 if at >= 0 else len(buf)
-            piece = buf[:cut] if cut < len(buf) else buf
-            self.buffer = buf[cut:]
-            self._tail = (tail + piece)[-3:]
-            ended = self._backend.chunked(piece, events)
-            data = sum(len(e.data) for e in events if type(e) is Data)
-            self._framing = 0 if data else self._framing + len(piece)
-            if self._framing > self._max_head:
-                raise ProtocolError("chunk framing or trailers too large", 431)
-            if ended:
-                self._tail = b""
+                piece = buf
+                self.buffer = b""
+            if type(piece) is not bytes:
+                piece = bytes(piece)
+            if self._backend.chunked(piece, events) != ended:
+                # Where the chunks end here and where the backend says they end must agree, or
+                # the bytes after them could be read as a request neither side meant.
+                raise ProtocolError("malformed chunked body")
         event = events.popleft()
         if type(event) is EndOfMessage:
             self._state = _HEAD
         return event
 
+    def _frame_chunks(self, buf: bytes | bytearray) -> tuple[int, bool]:
+        """How much of `buf` belongs to the chunked body (the backend parses and checks it),
+        and whether the body ends there: chunk sizes are read only to skip the data, so each
+        parser call covers many chunks and the bytes after the body are never fed to it. A
+        size line or trailer section not all here yet stays in the buffer (`_scan`: how far
+        it has been searched)."""
+        pos = 0
+        size = len(buf)
+        state = self._chunk
+        while pos < size:
+            if state == _DATA:
+                step = min(self._left, size - pos)
+                pos += step
+                self._left -= step
+                if not self._left:
+                    state = _SIZE
+            elif state == _SIZE:
+                eol = buf.find(b"\r\n", pos or max(0, self._scan - 1))
+                if eol < 0:
+                    break
+                digits = _HEX.match(buf, pos, eol)
+                pos = eol + 2
+                if digits is None:
+                    break  # not a size: the backend refuses the line
+                length = int(digits[0], 16)
+                if length:
+                    self._left = length + 2  # the data and its CRLF
+                    state = _DATA
+                else:
+                    state = _TRAILERS
+            else:
+                if buf.startswith(b"\r\n", pos):
+                    end = pos + 2  # no trailers
+                else:
+                    end = buf.find(_TERMINATOR, pos or max(0, self._scan - 3))
+                    if end < 0:
+                        break
+                    end += 4
+                self._chunk = _SIZE
+                self._scan = 0
+                return end, True
+        self._chunk = state
+        self._scan = 0 if pos else size
+        return pos, False
+
     def _split_head(self) -> bytes | None:
         """The next head with its blank line, taken off the buffer; None until it is all here."""
         buf = self.buffer
-        end = buf.find(_TERMINATOR)
+        end = buf.find(_TERMINATOR, self._scan)
         if end < 0:
             if len(buf) > self._max_head:
                 raise ProtocolError("head too large", 431)
-            if b"\n\n" in buf or b"\n\r\n" in buf:
+            start = max(0, self._scan - 2)
+            if buf.find(b"\n\n", start) >= 0 or buf.find(b"\n\r\n", start) >= 0:
                 raise ProtocolError("a line ends in a bare LF")
             if self._eof:
                 if not buf:
                     return None
                 raise Incomplete("connection closed in the middle of a head")
+            self._scan = max(0, len(buf) - 3)
             return b""
+        self._scan = 0
         end += 4
         if end > self._max_head:
             raise ProtocolError("head too large", 431)
-        self.buffer = buf[end:]
-        return buf[:end]
+        head = buf[:end]
+        rest = buf[end:]
+        self.buffer = rest if type(rest) is bytes else bytes(rest)
+        return head if type(head) is bytes else bytes(head)
 
     def _head(self) -> Event:
         raise NotImplementedError
@@ -217,7 +278,6 @@ class RequestParser(_Parser):
         length = request.length
         if length is None:
             self._state = _CHUNKED
-            self._framing = 0
         elif length:
             self._state = _LENGTH
             self._left = length
@@ -327,7 +387,6 @@ class ResponseParser(_Parser):
             response.framed_twice = lengths > 0
             response.length = None
             self._state = _CHUNKED
-            self._framing = 0
         elif lengths:
             self._left = response.length or 0
             self._state = _LENGTH if self._left else _END
