@@ -111,6 +111,11 @@ REQUESTS = [
         + b"\r\n",
         [_get(b"/e", [(b"host", b"h"), (b"expect", b"100-continue")]), _get(b"/n")],
     ),
+    RequestCase(
+        "CONNECT answered 2xx ends the HTTP stream (no tunnel is opened)",
+        b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\nGET /n HTTP/1.1\r\n" + H + b"\r\n",
+        [Parsed(b"CONNECT", b"h:443", [(b"host", b"h:443")])],
+    ),
     # --- refused before the handler: 400 (or 431) and close --------------------------------
     RequestCase("bare LF line ends", b"GET / HTTP/1.1\nHost: h\n\n", status=400),
     RequestCase("one bare LF", b"GET / HTTP/1.1\r\nHost: h\nX: 1\r\n\r\n", status=400),
