@@ -1,6 +1,6 @@
 """Differential fuzz of the two HTTP/1.1 parsers: the same bytes, cut anywhere, give the same
-requests (method, target, fields, body, trailers) and the same refusal on h11 and llhttp; where
-they differ, llhttp is the stricter one, never the laxer."""
+requests (method, target, fields, body, trailers) and responses, and the same refusal, on h11
+and llhttp; where they differ, llhttp is the stricter one, never the laxer."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from proxy.http1.events import (
     Incomplete,
     ProtocolError,
     RequestHead,
+    ResponseHead,
 )
 from tests.fuzz.requests_h1 import mutated, request, split
 
@@ -118,3 +119,69 @@ def test_framing_fields(method: bytes, fields: list[bytes], rest: bytes, cuts: l
 @given(st.binary(max_size=300), st.lists(st.integers(0, 10_000), max_size=4))
 def test_raw_bytes(raw: bytes, cuts: list[int]) -> None:
     check(split(b"GET / HTTP/1.1\r\n" + raw, cuts))
+
+
+_RESPONSE_FIELD = st.sampled_from(
+    [
+        b"Content-Length: 3",
+        b"Content-Length: 0",
+        b"Content-Length: 3, 3",
+        b"Transfer-Encoding: chunked",
+        b"Transfer-Encoding: gzip",
+        b"Connection: close",
+        b"X: a\r\n b",
+        b"X: \x7f",
+        b"Trailer: t",
+        b"Server: s",
+    ]
+)
+
+
+def respond(codec: Codec, method: bytes, pieces: list[bytes]) -> tuple[object, ...]:
+    """The final response read from `pieces` (then EOF): status, fields, body, trailers."""
+    parser = codec.response_parser(method)
+    queue = [*pieces, b""]
+    head: object = None
+    body = b""
+    try:
+        while True:
+            event = parser.next_event()
+            if event is NEED_DATA:
+                if not queue:
+                    return ("incomplete",)
+                parser.feed(queue.pop(0))
+            elif type(event) is ResponseHead:
+                head, body = (event.status, event.headers, event.length), b""
+            elif type(event) is Data:
+                body += event.data
+            elif type(event) is EndOfMessage:
+                return (head, body, event.trailers)
+    except Incomplete:
+        return ("incomplete",)
+    except ProtocolError as exc:
+        return ("refused", exc.status)
+
+
+@given(
+    st.sampled_from([b"GET", b"HEAD"]),
+    st.sampled_from(
+        [
+            b"HTTP/1.1 200 OK",
+            b"HTTP/1.0 204 No",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 304 Not Modified",
+            b"HTTP/1.1 2000 X",
+            b"HTTP/1.1 200",
+        ]
+    ),
+    st.lists(_RESPONSE_FIELD, max_size=4),
+    st.binary(max_size=40) | st.sampled_from([b"abc", b"3\r\nabc\r\n0\r\nT: 1\r\n\r\n"]),
+    st.lists(st.integers(0, 200), max_size=3),
+)
+def test_responses(
+    method: bytes, line: bytes, fields: list[bytes], rest: bytes, cuts: list[int]
+) -> None:
+    wire = line + b"\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\n" + rest
+    pieces = split(wire, cuts)
+    reference = respond(H11, method, pieces)
+    fast = respond(LLHTTP, method, pieces)
+    assert fast == reference or fast[0] == "refused", (reference, fast)
