@@ -279,6 +279,9 @@ class Config(_Frozen, frozen=True):
     drain_timeout: Duration = Duration(30.0)
     telemetry: Telemetry = msgspec.field(default_factory=Telemetry)
     sidecar: Sidecar | None = None  # Dapr mode: this process is the sidecar of one app
+    # The HTTP/1.1 parser of every listener and upstream pool: httptools (llhttp) when it is
+    # installed (auto), or h11, the pure-Python reference. Both refuse the same framing tricks.
+    codec: Literal["auto", "h11", "httptools"] = "auto"
 
 
 def _encode_custom(value: object) -> object:

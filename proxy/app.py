@@ -15,6 +15,8 @@ from filters.connection.request_id import ConnectionManagerFilter
 from filters.registry import BuildContext, build_filter, build_terminal, is_terminal
 from proxy.chain import Filter, Handler, build_chain
 from proxy.http.rescue import RescueFilter
+from proxy.http1.codec import AUTO, Codec
+from proxy.http1.codec import choose as choose_codec
 from proxy.routing import RouteTable
 from proxy.stats import ListenerStats, Stats
 from proxy.upstream.manager import ClusterManager
@@ -48,6 +50,7 @@ class App:
     telemetry: Telemetry
     owns_telemetry: bool  # built here from config, so the server closes it on shutdown
     sidecar: SidecarRuntime | None = None  # Dapr mode: identity, name resolution, peers
+    codec: Codec = AUTO  # HTTP/1.1, downstream and upstream
     started_at: float = field(default_factory=time.time)
 
 
@@ -114,7 +117,8 @@ def build(
     owns_telemetry = telemetry is None
     if telemetry is None:
         telemetry = Telemetry.build(config.telemetry, stats)
-    clusters = ClusterManager(config.clusters, stats, telemetry)
+    codec = choose_codec(config.codec)
+    clusters = ClusterManager(config.clusters, stats, telemetry, codec)
     sidecar: SidecarRuntime | None = None
     if config.sidecar is not None:
         from proxy.sidecar.runtime import SidecarRuntime
@@ -157,4 +161,5 @@ def build(
         telemetry=telemetry,
         owns_telemetry=owns_telemetry,
         sidecar=sidecar,
+        codec=codec,
     )

@@ -118,7 +118,7 @@ def load_run_config(args: argparse.Namespace) -> schema.Config:
         problems = check_references(config)
         if problems:
             raise ConfigError(problems)
-        return config
+        return _with_codec(config, args)
     if args.config and (args.listen or args.upstream):
         raise ConfigError([Problem("argv", "use either -c FILE or --listen/--upstream, not both")])
     if args.config:
@@ -136,7 +136,13 @@ def load_run_config(args: argparse.Namespace) -> schema.Config:
         config = _replace(config, admin=None)
     elif args.admin and args.config:
         config = _replace(config, admin=schema.Admin(address=args.admin))
-    return config
+    return _with_codec(config, args)
+
+
+def _with_codec(config: schema.Config, args: argparse.Namespace) -> schema.Config:
+    """--codec overrides the config's `codec` key in every mode."""
+    codec = getattr(args, "codec", None)
+    return _replace(config, codec=codec) if codec else config
 
 
 def listener_origins(args: argparse.Namespace, config: schema.Config) -> dict[str, str]:

@@ -19,6 +19,7 @@ from proxy.downstream.context import ConnectionContext, OnComplete
 from proxy.downstream.hangup import HangupSweeper
 from proxy.downstream.idle import IdleConnections
 from proxy.downstream.negotiate import serve_connection
+from proxy.http1.codec import Codec
 from proxy.observe import Completion
 from proxy.quick_socket import QuickStream
 from proxy.reasons import os_reason
@@ -72,8 +73,10 @@ class _Listener:
         ssl_context: ssl.SSLContext | None,
         on_complete: OnComplete | None,
         draining: trio.Event,
+        codec: Codec,
     ) -> None:
         self.name = name
+        self._codec = codec
         self._handler = handler
         self._limits = limits
         self._stats = stats
@@ -170,6 +173,7 @@ class _Listener:
                 peer_identity=identity,
                 draining=self._draining,
                 idle=self.idle,
+                codec=self._codec,
             )
             ctx.protocols = self._protocols
             ctx.on_complete = self._on_complete
@@ -223,7 +227,11 @@ def _format_peer(addr: tuple[str, int]) -> str:
 
 
 def _listener_for(
-    spec: ListenerSpec, draining: trio.Event, logs: list[AccessLog], instruments: Instruments | None
+    spec: ListenerSpec,
+    draining: trio.Event,
+    logs: list[AccessLog],
+    instruments: Instruments | None,
+    codec: Codec,
 ) -> _Listener:
     access: AccessLog | None = None
     if spec.config.access_log is not None:
@@ -239,6 +247,7 @@ def _listener_for(
         spec.ssl_context,
         on_complete,
         draining,
+        codec,
     )
 
 
@@ -260,7 +269,9 @@ async def serve(
     try:
         for spec in app.listeners:
             sockets = await _bind(spec.config.name, spec.config.address, spec.host, spec.port)
-            listener = _listener_for(spec, draining, access_logs, app.telemetry.instruments)
+            listener = _listener_for(
+                spec, draining, access_logs, app.telemetry.instruments, app.codec
+            )
             plan.append((listener, sockets))
             bound[spec.config.name] = _sockname(sockets[0])
         if app.admin is not None:
@@ -278,6 +289,7 @@ async def serve(
                 None,
                 None,
                 draining,
+                app.codec,
             )
             plan.append((admin_listener, sockets))
             bound["admin"] = _sockname(sockets[0])

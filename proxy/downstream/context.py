@@ -11,6 +11,7 @@ from proxy.chain import Handler
 from proxy.downstream.hangup import HangupSweeper
 from proxy.downstream.idle import IdleConnections
 from proxy.http.model import Request
+from proxy.http1.codec import AUTO, Codec
 from proxy.stats import ListenerStats
 
 # Called once per request after its response was fully written or failed: the request, the
@@ -29,11 +30,12 @@ class ConnectionContext:
     negotiated "h2" by ALPN are served as HTTP/2 regardless. `hangup`, when given, lets the
     HTTP/1.1 codec notice a client that leaves while its request is in flight (plain TCP only).
     `idle` is the listener's registry of connections waiting for a request (overload closes the
-    oldest); a context made without a listener gets one of its own.
+    oldest); a context made without a listener gets one of its own. `codec` parses HTTP/1.1.
     """
 
     __slots__ = (
         "alpn",
+        "codec",
         "draining",
         "handler",
         "hangup",
@@ -62,6 +64,7 @@ class ConnectionContext:
         on_complete: OnComplete | None = None,
         hangup: HangupSweeper | None = None,
         idle: IdleConnections | None = None,
+        codec: Codec = AUTO,
     ) -> None:
         self.handler = handler
         self.limits = limits
@@ -74,6 +77,7 @@ class ConnectionContext:
         self.protocols = protocols
         self.on_complete = on_complete
         self.hangup = hangup
+        self.codec = codec
         if idle is None:
             idle = IdleConnections(
                 limits.max_connections, limits.overload_threshold, stats.cx_active

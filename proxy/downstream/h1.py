@@ -1,13 +1,14 @@
-"""HTTP/1.1 server codec: an h11 keep-alive loop with pulled request bodies and coalesced writes."""
+"""HTTP/1.1 server codec: a keep-alive loop over a sans-I/O parser, pulled request bodies and
+coalesced writes."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from functools import partial
 from typing import cast
 
-import h11
 import trio
 
 from proxy.downstream.common import (
@@ -32,8 +33,10 @@ from proxy.http.errors import (
     RequestTimeout,
     StreamIdleTimeout,
 )
-from proxy.http.model import Body, EmptyBody, Headers, Request, Response
+from proxy.http.model import EmptyBody, Headers, Request, Response
 from proxy.http.rescue import error_response
+from proxy.http1 import writer
+from proxy.http1.events import NEED_DATA, Data, EndOfMessage, ProtocolError, RequestHead
 from proxy.quick_socket import QuickStream
 
 MAX_RECV = 65536
@@ -42,12 +45,10 @@ DRAIN_LIMIT = 262144  # unread request body we swallow to keep the connection re
 CHUNK_COST = 64  # data bytes that pay for one chunk of a chunked request body
 
 _CLOSE = (b"connection", b"close")
-_CONTINUE = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
-_EOM = h11.EndOfMessage()
 
 
 class H1Body:
-    """A request body read straight off the connection, one h11 event per chunk."""
+    """A request body read straight off the connection, one parser event per chunk."""
 
     __slots__ = ("_server", "credit", "done", "due", "length", "received", "trailers")
 
@@ -72,41 +73,60 @@ class H1Body:
 
 
 class _H1Server:
-    __slots__ = ("conn", "ctx", "fd", "idle_scope", "must_close", "request", "stream")
+    __slots__ = (
+        "ctx",
+        "ended",
+        "expect",
+        "fd",
+        "head",
+        "idle",
+        "must_close",
+        "parser",
+        "request",
+        "scope",
+        "stream",
+    )
 
     def __init__(self, stream: trio.abc.Stream, ctx: ConnectionContext) -> None:
         self.stream = stream
         self.ctx = ctx
-        self.conn = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=ctx.limits.max_header_bytes
-        )
-        self.idle_scope: trio.CancelScope | None = None
+        limits = ctx.limits
+        self.parser = ctx.codec.request_parser(limits.max_header_bytes, limits.max_headers)
+        # The connection's one cancel scope: a keep-alive wait moves its deadline, and eviction,
+        # draining or a client's hang-up during a handler cancel it (each ends the connection),
+        # so no request pays for a scope of its own.
+        self.scope = trio.CancelScope()
+        self.idle = False  # waiting for a request's first bytes
         # The socket a hang-up sweeper may peek at (plain TCP only; TLS records hide the EOF).
         self.fd = -1
         if ctx.hangup is not None and isinstance(stream, (QuickStream, trio.SocketStream)):
             self.fd = stream.socket.fileno()
         self.must_close = False
         self.request: Request | None = None
+        self.head: RequestHead | None = None
+        self.ended = True  # the request's body has been read to its end
+        self.expect = False  # the client waits for 100 Continue before sending the body
 
     async def run(self, initial: bytes) -> None:
         if initial:
-            self.conn.receive_data(initial)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_draining)
-            try:
-                while await self._cycle():
-                    self.conn.start_next_cycle()
-            except PEER_GONE:
-                self.ctx.stats.cx_destroy_remote.inc()
-            finally:
-                nursery.cancel_scope.cancel()
+            self.parser.feed(initial)
+        with self.scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_draining)
+                try:
+                    while await self._cycle():
+                        pass
+                except PEER_GONE:
+                    self.ctx.stats.cx_destroy_remote.inc()
+                finally:
+                    nursery.cancel_scope.cancel()
 
     async def _watch_draining(self) -> None:
         # One watcher per connection wakes an idle wait when the server starts draining, so the
         # per-request path needs no extra task.
         await self.ctx.draining.wait()
-        if self.idle_scope is not None:
-            self.idle_scope.cancel()
+        if self.idle:
+            self.scope.cancel()
 
     # --- request head ------------------------------------------------------------------------
 
@@ -115,144 +135,125 @@ class _H1Server:
         self.must_close = False
         self.request = None
         try:
-            event = await self._next_head()
-        except h11.RemoteProtocolError as exc:
+            head = await self._next_head()
+        except ProtocolError as exc:
             self.ctx.stats.cx_protocol_error.inc()
-            err: ProxyError = (
-                HeadersTooLarge(str(exc)) if exc.error_status_hint == 431 else BadRequest(str(exc))
-            )
+            err = HeadersTooLarge(str(exc)) if exc.status == 431 else BadRequest(str(exc))
             await self._send_error(err)
             return False
-        if event is None:
+        if head is None:
             return False
-        return await self._exchange(event)
+        return await self._exchange(head)
 
-    async def _next_head(self) -> h11.Request | None:
-        conn = self.conn
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            if not conn.trailing_data[0]:
+    async def _next_head(self) -> RequestHead | None:
+        parser = self.parser
+        event = parser.next_event()
+        if event is NEED_DATA:
+            if not parser.buffer:
                 data = await self._receive_idle()
                 if data is None:
                     return None
-                conn.receive_data(data)
-                event = conn.next_event()
-            if event is h11.NEED_DATA:
+                parser.feed(data)
+                event = parser.next_event()
+            if event is NEED_DATA:
                 head = await self._receive_head()
                 if head is None:
                     self.ctx.stats.rq_timeout.inc()
                     await self._send_error(RequestTimeout("request headers not received in time"))
                 return head
-        if type(event) is h11.Request:
-            return event
-        return None  # ConnectionClosed: the client hung up between requests
+        return event if type(event) is RequestHead else None  # CLOSED: gone between requests
 
     async def _receive_idle(self) -> bytes | None:
-        """Wait for the first bytes of a request; None when idle too long, evicted or draining."""
+        """Wait for the first bytes of a request; None when draining. Idle too long or evicted,
+        the connection's scope is cancelled and the connection ends."""
         ctx = self.ctx
         if ctx.draining.is_set():
             return None
         idle = ctx.idle
-        scope = idle.open(ctx.limits.idle_timeout)
-        self.idle_scope = scope
+        scope = self.scope
+        scope.deadline = idle.deadline(ctx.limits.idle_timeout)
+        idle.watch(scope)
+        self.idle = True
         try:
-            with scope:
-                return cast(bytes, await self.stream.receive_some(MAX_RECV))
+            return cast(bytes, await self.stream.receive_some(MAX_RECV))
         finally:
+            self.idle = False
             idle.close(scope)
-            self.idle_scope = None
-        return None
+            scope.deadline = math.inf
 
-    async def _receive_head(self) -> h11.Request | None:
+    async def _receive_head(self) -> RequestHead | None:
         """Once a head has begun, all of it must arrive within header_read_timeout (slowloris)."""
-        conn = self.conn
-        with trio.move_on_after(self.ctx.limits.header_read_timeout or float("inf")):
+        parser = self.parser
+        with trio.move_on_after(self.ctx.limits.header_read_timeout or math.inf):
             while True:
-                conn.receive_data(cast(bytes, await self.stream.receive_some(MAX_RECV)))
-                event = conn.next_event()
-                if event is not h11.NEED_DATA:
-                    return event if type(event) is h11.Request else None
+                parser.feed(cast(bytes, await self.stream.receive_some(MAX_RECV)))
+                event = parser.next_event()
+                if event is not NEED_DATA:
+                    return event if type(event) is RequestHead else None
         return None
 
     # --- one exchange ------------------------------------------------------------------------
 
-    async def _exchange(self, event: h11.Request) -> bool:
+    async def _exchange(self, head: RequestHead) -> bool:
         ctx = self.ctx
-        headers: Headers = list(event.headers)
         request = new_request(
             ctx,
-            event.method,
-            event.target,
-            headers,
+            head.method,
+            head.target,
+            head.headers,
             EmptyBody(),
-            b"",
-            "1.1" if event.http_version == b"1.1" else "1.0",
+            head.authority,
+            "1.1" if head.version == b"1.1" else "1.0",
         )
         self.request = request
-        if len(headers) > ctx.limits.max_headers:
-            ctx.stats.cx_protocol_error.inc()
-            await self._send_error(HeadersTooLarge(f"more than {ctx.limits.max_headers} headers"))
-            return False
-        host = b""
-        length: int | None = 0
-        framings = 0
-        for name, value in headers:
-            if name == b"host":
-                host = value
-            elif name == b"content-length":
-                length = int(value)
-                framings |= 1
-            elif name == b"transfer-encoding":
-                length = None
-                framings |= 2
-        request.authority = host
-        if framings == 3:
-            # RFC 9112 §6.1: both framings may be read differently by the next hop (request
-            # smuggling); reject, and close since where this request ends is unknowable.
-            ctx.stats.cx_protocol_error.inc()
-            await self._send_error(BadRequest("both Content-Length and Transfer-Encoding"))
-            return False
+        self.head = head
+        self.expect = head.expect_continue
+        length = head.length
         if length == 0:
-            self.conn.next_event()  # the EndOfMessage of a bodiless request
+            self.parser.next_event()  # the EndOfMessage of a bodiless request
+            self.ended = True
+            self.expect = False  # nothing to wait for: the whole request is here
         else:
+            self.ended = False
             request.body = H1Body(self, length, ctx.limits.h1_chunk_budget)
         stats = ctx.stats
         stats.rq_total.inc()
         stats.rq_active.inc()
         try:
             if self.fd >= 0 and length == 0:
-                watched = await self._call_watched(request)
-                if watched is None:
-                    gone = DownstreamDisconnect("client closed the connection during the request")
-                    return self._failed(request, 499, gone)
-                response = watched
+                response = await self._call_watched(request)
             else:
                 response = await call_handler(ctx, request)
-            return await self._respond(request, response)
+            return await self._respond(request, head, response)
         finally:
             stats.rq_active.dec()
 
-    async def _call_watched(self, request: Request) -> Response | None:
-        """The handler's response, or None when the client hung up before it was ready."""
+    async def _call_watched(self, request: Request) -> Response:
+        """The handler's response; a client that hangs up before it is ready cancels the
+        connection (its request is recorded as 499 on the way out)."""
         hangup = self.ctx.hangup
         assert hangup is not None
-        with trio.CancelScope() as scope:
-            hangup.watch(self.fd, scope)
-            try:
-                return await call_handler(self.ctx, request)
-            finally:
-                hangup.unwatch(self.fd)
-        return None
+        hangup.watch(self.fd, self.scope)
+        try:
+            return await call_handler(self.ctx, request)
+        except trio.Cancelled:
+            if self.scope.cancel_called:
+                gone = DownstreamDisconnect("client closed the connection during the request")
+                self._failed(request, 499, gone)
+            raise
+        finally:
+            hangup.unwatch(self.fd)
 
     async def read_body(self, body: H1Body) -> bytes:
-        conn = self.conn
+        parser = self.parser
         try:
-            if conn.they_are_waiting_for_100_continue:
-                await self.stream.send_all(conn.send(_CONTINUE))
+            if self.expect:
+                self.expect = False
+                await self.stream.send_all(writer.CONTINUE)
             while True:
-                event = conn.next_event()
-                if type(event) is h11.Data:
-                    data = bytes(event.data)
+                event = parser.next_event()
+                if type(event) is Data:
+                    data = event.data
                     if self.request is not None:
                         self.request.info.bytes_received += len(data)
                     body.credit += len(data)
@@ -262,21 +263,25 @@ class _H1Server:
                         if body.credit < 0:
                             raise BadRequest("too many chunks for the data (h1_chunk_budget)")
                     return data
-                if type(event) is h11.EndOfMessage:
-                    body.done = True
-                    body.trailers = list(event.headers) or None
+                if type(event) is EndOfMessage:
+                    body.done = self.ended = True
+                    body.trailers = event.trailers
                     return b""
-                if event is not h11.NEED_DATA:
-                    raise BadRequest("unexpected end of request body")
-                with trio.CancelScope(deadline=body_deadline(self.ctx.limits, body)):
+                deadline = body_deadline(self.ctx.limits, body)
+                if deadline == math.inf:
                     received = cast(bytes, await self.stream.receive_some(MAX_RECV))
-                    if not received:
-                        raise DownstreamDisconnect("client closed during the request body")
-                    conn.receive_data(received)
-                    continue
-                self.ctx.stats.rq_timeout.inc()
-                raise StreamIdleTimeout("request body stalled (body_idle_timeout, min_body_rate)")
-        except h11.RemoteProtocolError as exc:
+                else:
+                    with trio.CancelScope(deadline=deadline) as scope:
+                        received = cast(bytes, await self.stream.receive_some(MAX_RECV))
+                    if scope.cancelled_caught:
+                        self.ctx.stats.rq_timeout.inc()
+                        raise StreamIdleTimeout(
+                            "request body stalled (body_idle_timeout, min_body_rate)"
+                        )
+                if not received:
+                    raise DownstreamDisconnect("client closed during the request body")
+                parser.feed(received)
+        except ProtocolError as exc:
             self.must_close = body.done = True
             raise BadRequest(str(exc)) from None
         except PEER_GONE:
@@ -288,38 +293,36 @@ class _H1Server:
 
     # --- response ----------------------------------------------------------------------------
 
-    async def _respond(self, request: Request, response: Response) -> bool:
-        conn = self.conn
+    async def _respond(self, request: Request, head: RequestHead, response: Response) -> bool:
         status = response.status
         body = response.body
         headers = [h for h in response.headers if h[0] not in HOP_BY_HOP]
-        if self.must_close or self.ctx.draining.is_set() or conn.they_are_waiting_for_100_continue:
+        if self.must_close or self.expect or self.ctx.draining.is_set():
             headers.append(_CLOSE)
-        bodiless = request.method == b"HEAD" or status in (204, 304)
-        chunked = (
-            not bodiless
-            and request.http_version == "1.1"
-            and not any(h[0] == b"content-length" for h in headers)
-        )
         out = b""
         try:
-            out = conn.send(
-                h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, b""))
+            out, framing, keep_alive = writer.response(
+                status,
+                REASONS.get(status, b""),
+                headers,
+                request.method,
+                head.version,
+                head.keep_alive,
             )
-            if bodiless:
+            if framing.mode == writer.NONE or status in (204, 304):
                 await body.aclose()
-                await self._send(request, out + conn.send(_EOM))
+                await self._send(request, out + framing.end())
             elif body.length is not None and body.length <= COALESCE_LIMIT:
                 while chunk := await body.read():
-                    out += conn.send(h11.Data(data=chunk))
-                out += conn.send(self._end(body, chunked))
+                    out += framing.data(chunk)
+                out += framing.end(self._trailers(body.trailers, framing))
                 await self._send(request, out)
             else:
                 await self._send(request, out)
                 out = b""
                 while chunk := await body.read():
-                    await self._send(request, conn.send(h11.Data(data=chunk)))
-                await self._send(request, conn.send(self._end(body, chunked)))
+                    await self._send(request, framing.data(chunk))
+                await self._send(request, framing.end(self._trailers(body.trailers, framing)))
         except PEER_GONE as exc:
             await body.aclose()
             return self._failed(request, status, DownstreamDisconnect(str(exc) or "client gone"))
@@ -333,18 +336,17 @@ class _H1Server:
                         await self.stream.send_all(out)
             return self._failed(request, status, exc)
         complete(self.ctx, request, status, None)
-        if conn.our_state is not h11.DONE:
+        if not keep_alive or self.must_close:
             return False
-        if conn.their_state is h11.SEND_BODY:
+        if not self.ended:
             return await self._drain_request()
-        return conn.their_state is h11.DONE
+        return True
 
     @staticmethod
-    def _end(body: Body, chunked: bool) -> h11.EndOfMessage:
-        trailers = body.trailers
-        if trailers and chunked:
-            return h11.EndOfMessage(headers=[h for h in trailers if h[0] not in HOP_BY_HOP])
-        return _EOM
+    def _trailers(trailers: Headers | None, framing: writer.BodyWriter) -> Headers | None:
+        if trailers and framing.mode == writer.CHUNKED:
+            return [h for h in trailers if h[0] not in HOP_BY_HOP]
+        return None
 
     async def _send(self, request: Request, data: bytes) -> None:
         request.info.bytes_sent += len(data)
@@ -359,25 +361,24 @@ class _H1Server:
 
     async def _drain_request(self) -> bool:
         """Swallow a bounded unread request body so the connection can be reused."""
-        conn = self.conn
+        parser = self.parser
         left = DRAIN_LIMIT
-        with trio.move_on_after(self.ctx.limits.header_read_timeout or float("inf")):
+        with trio.move_on_after(self.ctx.limits.header_read_timeout or math.inf):
             try:
                 while left >= 0:
-                    event = conn.next_event()
-                    if type(event) is h11.Data:
+                    event = parser.next_event()
+                    if type(event) is Data:
                         # Each chunk costs like CHUNK_COST bytes: tiny chunks end the drain early.
                         left -= len(event.data) + (CHUNK_COST if event.chunk_start else 0)
-                    elif type(event) is h11.EndOfMessage:
+                    elif type(event) is EndOfMessage:
+                        self.ended = True
                         return True
-                    elif event is h11.NEED_DATA:
+                    else:
                         data = cast(bytes, await self.stream.receive_some(MAX_RECV))
                         if not data:
                             return False
-                        conn.receive_data(data)
-                    else:
-                        return False
-            except (h11.RemoteProtocolError, *PEER_GONE):
+                        parser.feed(data)
+            except (ProtocolError, *PEER_GONE):
                 return False
         return False
 
@@ -386,21 +387,16 @@ class _H1Server:
         request = self.request or new_request(self.ctx, b"", b"", [], EmptyBody(), b"", "1.1")
         response = error_response(err, request.info)
         response.headers.append(_CLOSE)
-        conn = self.conn
+        status = response.status
         try:
-            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                out = conn.send(
-                    h11.Response(
-                        status_code=response.status,
-                        headers=response.headers,
-                        reason=REASONS.get(response.status, b""),
-                    )
-                )
-                out += conn.send(h11.Data(data=await response.body.read())) + conn.send(_EOM)
-                await self._send(request, out)
-        except (h11.LocalProtocolError, *PEER_GONE):
+            out, framing, _ = writer.response(
+                status, REASONS.get(status, b""), response.headers, b"", b"1.1", True
+            )
+            out += framing.data(await response.body.read()) + framing.end()
+            await self._send(request, out)
+        except (writer.WriteError, *PEER_GONE):
             pass
-        complete(self.ctx, request, response.status, None)
+        complete(self.ctx, request, status, None)
 
 
 async def run_h1(stream: trio.abc.Stream, ctx: ConnectionContext, initial: bytes = b"") -> None:

@@ -40,15 +40,18 @@ class IdleConnections:
 
     def open(self, timeout: float) -> trio.CancelScope:
         """A scope for one wait of at most `timeout` seconds (0: unlimited), scaled under load."""
-        if timeout > 0:
-            if self._active.value > self._from:
-                timeout *= self.scale()
-            deadline = trio.current_time() + timeout
-        else:
-            deadline = math.inf
-        scope = trio.CancelScope(deadline=deadline)
+        scope = trio.CancelScope(deadline=self.deadline(timeout))
         self._waiting[scope] = None
         return scope
+
+    def deadline(self, timeout: float) -> float:
+        """When a wait of at most `timeout` seconds (0: unlimited) starting now ends, scaled
+        under load."""
+        if timeout <= 0:
+            return math.inf
+        if self._active.value > self._from:
+            timeout *= self.scale()
+        return trio.current_time() + timeout
 
     def watch(self, scope: trio.CancelScope) -> None:
         """Make a codec's own scope (one whose deadline it moves) a wait that eviction may end."""

@@ -11,6 +11,7 @@ from exporters.telemetry import Telemetry
 from filters.tracing.client import Upstream, observed_attempt
 from proxy.http.errors import NoHealthyUpstream, ProxyError, UpstreamOverflow, UpstreamReset
 from proxy.http.model import Request, Response
+from proxy.http1.codec import AUTO, Codec
 from proxy.stats import ClusterStats, Stats
 from proxy.upstream.balancer import Host, Load, make_balancer
 from proxy.upstream.connect import Connector
@@ -27,6 +28,7 @@ class UpstreamCluster:
         stats: Stats,
         telemetry: Telemetry | None = None,
         connector: Connector | None = None,
+        codec: Codec = AUTO,
     ) -> None:
         self.name = config.name
         self._telemetry = telemetry
@@ -42,7 +44,7 @@ class UpstreamCluster:
             host = Host(endpoint, self.load, self.stats)
             if config.protocol == "http1":
                 host.pool = H1Pool(
-                    host, connector, config.max_connections, float(config.idle_timeout)
+                    host, connector, config.max_connections, float(config.idle_timeout), codec
                 )
             else:
                 host.pool = H2Pool(

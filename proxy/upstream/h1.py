@@ -1,11 +1,10 @@
-"""HTTP/1.1 client connections (h11): one exchange at a time, full duplex, keep-alive aware."""
+"""HTTP/1.1 client connections: one exchange at a time, full duplex, keep-alive aware."""
 
 from __future__ import annotations
 
 import select
 from typing import TYPE_CHECKING
 
-import h11
 import trio
 
 from proxy.http.errors import ProxyError, UpstreamProtocolError, UpstreamReset
@@ -18,6 +17,9 @@ from proxy.http.model import (
     Request,
     Response,
 )
+from proxy.http1 import writer
+from proxy.http1.events import NEED_DATA, Data, EndOfMessage, ProtocolError, ResponseHead
+from proxy.http1.parse import ResponseParser
 from proxy.quick_socket import QuickStream
 from proxy.tls.stream import TlsStream
 from proxy.upstream.connect import close_quietly
@@ -32,7 +34,6 @@ _IO_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 # Set by us (framing, Host) or meaningless on a new hop.
 _REQUEST_DROP = frozenset((b"content-length", b"transfer-encoding", b"host"))
 _CHUNKED = (b"transfer-encoding", b"chunked")
-_CLEAN = (b"", False)  # h11's trailing_data when nothing follows the response
 
 
 def request_headers(request: Request, out: Outgoing, default_host: bytes) -> Headers:
@@ -57,12 +58,12 @@ def request_headers(request: Request, out: Outgoing, default_host: bytes) -> Hea
 class _Upload:
     """Streams a request body to the connection while the response is being read."""
 
-    __slots__ = ("body", "chunked", "conn", "done", "error", "ok", "scope")
+    __slots__ = ("body", "conn", "done", "error", "framing", "ok", "scope")
 
-    def __init__(self, conn: H1Connection, body: Body, chunked: bool) -> None:
+    def __init__(self, conn: H1Connection, body: Body, framing: writer.BodyWriter) -> None:
         self.conn = conn
         self.body = body
-        self.chunked = chunked
+        self.framing = framing
         self.scope = trio.CancelScope()
         self.done = trio.Event()
         self.ok = False
@@ -70,14 +71,16 @@ class _Upload:
 
     async def run(self) -> None:
         conn = self.conn
+        framing = self.framing
         try:
             with self.scope:
                 while chunk := await self.body.read():
-                    await conn.stream.send_all(conn.h11.send(h11.Data(data=chunk)))
+                    await conn.stream.send_all(framing.data(chunk))
                 # Trailers travel only in chunked framing (RFC 9112 §7.1.2).
-                trailers = self.body.trailers if self.chunked else None
-                end = h11.EndOfMessage(headers=trailers) if trailers else h11.EndOfMessage()
-                await conn.stream.send_all(conn.h11.send(end))
+                chunked = framing.mode == writer.CHUNKED
+                end = framing.end(self.body.trailers if chunked else None)
+                conn.sent = True
+                await conn.stream.send_all(end)
                 self.ok = True
         except _IO_ERRORS:
             pass  # the upstream went away; the response side reports it
@@ -99,11 +102,14 @@ class H1Connection:
         "_upload",
         "closed",
         "doubtful",
-        "h11",
+        "ended",
         "host",
         "idle_since",
+        "keep_alive",
+        "parser",
         "pool",
         "requests",
+        "sent",
         "stream",
     )
 
@@ -111,12 +117,15 @@ class H1Connection:
         self.stream = stream
         self.host = host
         self.pool = pool
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=65536)
+        self.parser: ResponseParser | None = None
         self.idle_since = trio.current_time()
         self.requests = 0
         self.closed = False
         self._upload: _Upload | None = None
         self._got_bytes = False
+        self.sent = False  # the whole request is framed (its last write may be in flight)
+        self.ended = False  # the whole response is parsed
+        self.keep_alive = False  # the response lets the connection carry another exchange
         self.doubtful = False  # a response was framed two ways: never reuse
         self._tls = stream if isinstance(stream, TlsStream) else None
         self._poll = _idle_poll(stream)
@@ -139,41 +148,34 @@ class H1Connection:
         """Send `request` and read the response head; on failure the connection is discarded
         (and `host.end` already called) before the error propagates."""
         self.requests += 1
-        self._got_bytes = False
-        h = self.h11
+        self._got_bytes = self.sent = self.ended = self.keep_alive = False
+        parser = self.parser = self.pool.codec.response_parser(request.method)
         try:
             try:
-                head = (
-                    h.send(
-                        h11.Request(
-                            method=request.method,
-                            target=request.target,
-                            headers=request_headers(request, out, self.pool.default_host),
-                        )
-                    )
-                    or b""
+                head, framing = writer.request(
+                    request.method,
+                    request.target,
+                    request_headers(request, out, self.pool.default_host),
                 )
                 data = out.data
                 if data is not None:
                     if data:
-                        head += h.send(h11.Data(data=data)) or b""
-                    if out.trailers:
-                        head += h.send(h11.EndOfMessage(headers=out.trailers)) or b""
-                    else:
-                        head += h.send(h11.EndOfMessage()) or b""
+                        head += framing.data(data)
+                    head += framing.end(out.trailers)
+                    self.sent = True
                     await self.stream.send_all(head)
                 else:
                     assert out.stream is not None
                     await self.stream.send_all(head)
-                    self._upload = _Upload(self, out.stream, chunked=out.length is None)
+                    self._upload = _Upload(self, out.stream, framing)
                     nursery.start_soon(self._upload.run)
-            except h11.LocalProtocolError as exc:
+            except writer.WriteError as exc:
                 raise UpstreamProtocolError(f"cannot send request: {exc}") from exc
             except _IO_ERRORS as exc:
                 if self.requests > 1:
                     raise RetryableReset(f"stale keep-alive connection: {exc!r}") from exc
                 raise UpstreamReset(f"connection lost while sending: {exc!r}") from exc
-            return await self._read_head()
+            return await self._read_head(parser)
         except BaseException as exc:
             await self.finish(False, error=not isinstance(exc, trio.Cancelled))
             raise
@@ -198,81 +200,77 @@ class H1Connection:
             return RetryableReset(f"stale keep-alive connection: {why}")
         return UpstreamReset(why)
 
-    async def _read_head(self) -> Response:
-        h = self.h11
+    async def _read_head(self, parser: ResponseParser) -> Response:
         while True:
             try:
-                event = h.next_event()
-            except h11.RemoteProtocolError as exc:
+                event = parser.next_event()
+            except ProtocolError as exc:
                 raise UpstreamProtocolError(f"malformed response: {exc}") from exc
-            if event is h11.NEED_DATA:
-                h.receive_data(await self._receive())
-            elif type(event) is h11.Response:
-                break
-            elif type(event) is h11.InformationalResponse:
-                if event.status_code == 101:
+            if event is NEED_DATA:
+                parser.feed(await self._receive())
+            elif type(event) is ResponseHead:
+                if event.status >= 200:
+                    break
+                if event.status == 101:
                     raise UpstreamProtocolError("101 Switching Protocols is not supported")
             else:
                 raise UpstreamProtocolError(f"unexpected {event!r} before the response")
+        head = event
+        self.keep_alive = head.keep_alive
         # Hop-by-hop fields, including those the response's own Connection header names, end here;
         # the Body carries the de-framed bytes.
-        received = list(event.headers)
-        headers = strip_hop_by_hop(received)
-        if headers is not received and _framed_twice(received):
+        headers = strip_hop_by_hop(head.headers)
+        if head.framed_twice:
             # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and a proxy must not
             # forward the Content-Length; nor reuse a connection whose framing is in doubt.
             headers = [h for h in headers if h[0] != b"content-length"]
             self.doubtful = True
-        status = event.status_code
+        status = head.status
         # Whatever body bytes came with the head are parsed now; a body that is already complete
         # frees the connection before the consumer even starts reading.
         chunks: list[bytes] = []
         while True:
             try:
-                event = h.next_event()
-            except h11.RemoteProtocolError as exc:
+                event = parser.next_event()
+            except ProtocolError as exc:
                 raise UpstreamProtocolError(f"malformed response body: {exc}") from exc
-            if type(event) is h11.Data:
-                if event.data:
-                    chunks.append(bytes(event.data))
-            elif type(event) is h11.EndOfMessage:
-                trailers = list(event.headers) or None
+            if type(event) is Data:
+                chunks.append(event.data)
+            elif type(event) is EndOfMessage:
+                trailers = event.trailers
+                self.ended = True
                 await self.finish(True)
                 if not chunks:
                     return Response(status, headers, EmptyBody(trailers))
                 return Response(status, headers, BytesBody(b"".join(chunks), trailers))
             else:
                 break
-        length: int | None = None
-        for name, value in headers:
-            if name == b"content-length":
-                length = int(value)
-                break
-        return Response(status, headers, H1Body(self, chunks, length))
+        return Response(status, headers, H1Body(self, chunks, head.length))
 
     async def read_chunk(self) -> bytes | Headers | None:
         """The next body chunk; at the end, the trailers (a list) or None."""
-        h = self.h11
+        parser = self.parser
+        assert parser is not None
         eof = False
         while True:
             try:
-                event = h.next_event()
-            except h11.RemoteProtocolError as exc:
+                event = parser.next_event()
+            except ProtocolError as exc:
                 if eof:
                     raise UpstreamReset("upstream closed the connection mid-body") from exc
                 raise UpstreamProtocolError(f"malformed response body: {exc}") from exc
-            if event is h11.NEED_DATA:
+            if event is NEED_DATA:
                 try:
                     data = await self.stream.receive_some(RECV_SIZE)
                 except _IO_ERRORS as exc:
                     raise UpstreamReset(f"connection lost mid-body: {exc!r}") from exc
                 eof = not data
-                h.receive_data(bytes(data))
-            elif type(event) is h11.Data:
-                if event.data:
-                    return bytes(event.data)
-            elif type(event) is h11.EndOfMessage:
-                return list(event.headers) or None
+                parser.feed(data)
+            elif type(event) is Data:
+                return event.data
+            elif type(event) is EndOfMessage:
+                self.ended = True
+                return event.trailers
             else:
                 raise UpstreamProtocolError(f"unexpected {event!r} in the response body")
 
@@ -283,7 +281,7 @@ class H1Connection:
             error = not ok
         upload, self._upload = self._upload, None
         if upload is not None and not upload.done.is_set():
-            if ok and self.h11.our_state is h11.DONE:
+            if ok and self.sent:
                 # Only the last write is still in flight; let it land before reuse.
                 try:
                     await upload.done.wait()
@@ -293,17 +291,19 @@ class H1Connection:
                     raise
             else:
                 upload.scope.cancel()
-        h = self.h11
+        parser = self.parser
         if (
             ok
             and (upload is None or upload.ok)
-            and h.our_state is h11.DONE
-            and h.their_state is h11.DONE
+            and self.sent
+            and self.ended
+            and self.keep_alive
             and not self.doubtful
             # Bytes (or EOF) after the end of the response belong to no request (RFC 9112 §6.3).
-            and h.trailing_data == _CLEAN
+            and parser is not None
+            and parser.clean
         ):
-            h.start_next_cycle()
+            self.parser = None
             self.host.end(False)
             self.idle_since = trio.current_time()
             if not self.pool.release(self):
@@ -321,12 +321,6 @@ class H1Connection:
             self.closed = True
             self.pool.forget(self)
         await close_quietly(self.stream)
-
-
-def _framed_twice(headers: Headers) -> bool:
-    """Whether a response carries both Content-Length and Transfer-Encoding."""
-    names = {h[0] for h in headers}
-    return b"content-length" in names and b"transfer-encoding" in names
 
 
 def _idle_poll(stream: trio.abc.Stream) -> select.poll | None:

@@ -10,6 +10,7 @@ import trio
 
 from config.schema import Cluster
 from exporters.telemetry import Telemetry
+from proxy.http1.codec import AUTO, Codec
 from proxy.stats import Stats
 from proxy.upstream.cluster import UpstreamCluster
 
@@ -22,9 +23,15 @@ class ClusterManager:
     reader/upload/reaper tasks."""
 
     def __init__(
-        self, clusters: Sequence[Cluster], stats: Stats, telemetry: Telemetry | None = None
+        self,
+        clusters: Sequence[Cluster],
+        stats: Stats,
+        telemetry: Telemetry | None = None,
+        codec: Codec = AUTO,
     ) -> None:
-        self._clusters = {c.name: UpstreamCluster(c, stats, telemetry) for c in clusters}
+        self._clusters = {
+            c.name: UpstreamCluster(c, stats, telemetry, codec=codec) for c in clusters
+        }
         timeouts = [float(c.idle_timeout) for c in clusters if c.idle_timeout > 0]
         # Idle connections are also checked lazily on checkout; the sweep bounds how long a dead
         # idle connection holds a socket.

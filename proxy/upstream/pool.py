@@ -9,6 +9,7 @@ import trio
 
 from proxy.http.errors import UpstreamConnectFailure
 from proxy.http.model import Request, Response
+from proxy.http1.codec import AUTO, Codec
 from proxy.upstream.balancer import Host
 from proxy.upstream.connect import Connector
 from proxy.upstream.h1 import H1Connection
@@ -46,9 +47,15 @@ class H1Pool:
     """Keep-alive HTTP/1.1 connections to one host, at most `max_connections`; FIFO waiters."""
 
     def __init__(
-        self, host: Host, connector: Connector, max_connections: int, idle_timeout: float
+        self,
+        host: Host,
+        connector: Connector,
+        max_connections: int,
+        idle_timeout: float,
+        codec: Codec = AUTO,
     ) -> None:
         self.host = host
+        self.codec = codec
         self.default_host = host.address.encode()
         self.nursery: trio.Nursery | None = None
         self._connector = connector
