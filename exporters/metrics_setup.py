@@ -65,6 +65,8 @@ class PeriodicReader(PeriodicExportingMetricReader):
             export_interval_millis=export_interval_millis,
             export_timeout_millis=export_timeout_millis,
         )
+        # Without a ticker thread (interval 0) the SDK's shutdown pushes nothing: done here.
+        self._last_push_on_shutdown = math.isinf(export_interval_millis)
         preferred = exporter._preferred_temporality or {}
         cumulative = AggregationTemporality.CUMULATIVE
         self._points = PointReader(
@@ -78,6 +80,12 @@ class PeriodicReader(PeriodicExportingMetricReader):
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> None:
         super()._receive_metrics(self._points.merge(metrics_data), timeout_millis, **kwargs)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        if self._last_push_on_shutdown:
+            self._last_push_on_shutdown = False
+            self.collect(timeout_millis)
+        super().shutdown(timeout_millis, **kwargs)
 
 
 def otlp_metric_exporter(otlp: schema.OtlpExporter) -> MetricExporter:

@@ -19,6 +19,7 @@ CLIENT = {"http.request.method": "GET", "server.address": "10.0.0.1", "server.po
 
 
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 
 
 def otlp_config(endpoint: str, protocol: str, interval: float = 15.0) -> schema.Telemetry:
@@ -111,3 +112,25 @@ async def test_grpc_spans_and_periodic_histogram_arrive() -> None:
         finally:
             await telemetry.aclose()
         check(received)
+
+
+async def test_delta_temporality_when_the_exporter_prefers_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")
+    with http_receiver() as (port, received):
+        config = otlp_config(f"http://127.0.0.1:{port}/", "http/protobuf", interval=0)
+        telemetry = Telemetry.build(config, Stats())
+        duration = telemetry.instruments.server_duration
+        duration.record(duration.key(ATTRS), 0.042)
+        duration.record(duration.key(ATTRS), 3.0)
+        await telemetry.flush()
+        duration.record(duration.key(ATTRS), 0.3)
+        await telemetry.aclose()
+    assert received.errors == []
+    points = [m.histogram for _, m in received.metric(names.HTTP_SERVER_DURATION)]
+    assert [h.aggregation_temporality for h in points] == [DELTA, DELTA]
+    first, second = (h.data_points[0] for h in points)
+    assert (first.count, second.count) == (2, 1)
+    assert second.sum == pytest.approx(0.3)
+    assert second.start_time_unix_nano == first.time_unix_nano
