@@ -12,6 +12,7 @@ from exporters.spans import RecordingSpan
 from exporters.telemetry import Telemetry
 from filters.tracing.attributes import method_name, span_method
 from filters.tracing.body import EndingBody
+from filters.tracing.state import new_span_id
 from proxy.http.model import Request, Response, in_memory
 
 
@@ -89,10 +90,11 @@ async def observed_attempt(
             if resend:
                 attributes[names.HTTP_RESEND_COUNT] = 1
             context, span = state.client_span(span_method(request.method), attributes)
+            span_id = context.span_id
         else:
-            context = state.child_context()
+            span_id = new_span_id()
         # Replaces the previous hop's (or attempt's) fields: each attempt carries its own span id.
-        request.headers = state.propagation.inject(request.headers, context)
+        request.headers = state.inject(request.headers, span_id)
     attempt = _Attempt(telemetry, method, upstream, span)
     try:
         response = await send()

@@ -248,6 +248,19 @@ async def test_rate_zero_records_nothing_but_propagates_not_sampled(traced: Trac
     assert traced.sent(b"x-b3-sampled") == [b"0"]
 
 
+async def test_an_unsampled_root_keeps_the_trace_id_it_first_sent(traced: Traced) -> None:
+    request = make_request()
+    await run(traced, traced.filter(rate=0.0), request, fail_first=True)
+    first, second = (traceparent(traced.sent(b"traceparent", i)[0]) for i in (0, 1))
+    assert first[0] == second[0]  # both attempts carry one trace, each with its own span id
+    assert first[1] != second[1]
+    state = request.info.trace
+    assert state is not None
+    assert f"{state.trace_id:032x}" == first[0] == f"{state.span_context.trace_id:032x}"
+    assert state.span_id not in (int(first[1], 16), int(second[1], 16))
+    assert not state.span_context.trace_flags.sampled
+
+
 async def test_rate_one_records(traced: Traced) -> None:
     await run(traced, traced.filter(rate=1.0), make_request())
     assert len(traced.spans()) == 2
@@ -491,7 +504,13 @@ def test_injected_fields_are_what_the_otel_propagators_write(flags: int, state: 
             )().inject(expected, otel_ctx)
         stale = [(b"traceparent", b"old"), (b"tracestate", b"old=1"), (b"b3", b"0")]
         stale += [(b"x-b3-flags", b"1"), (b"x-b3-spanid", b"old")]
-        injected = Propagation(names_).inject([*stale, (b"a", b"b")], context)
+        injected = Propagation(names_).inject(
+            [*stale, (b"a", b"b")],
+            context.trace_id,
+            context.span_id,
+            context.trace_flags,
+            context.trace_state,
+        )
         # Every configured format's stale fields are gone, and only those; the rest is kept.
         kept = injected[: len(injected) - len(expected)]
         assert kept[-1] == (b"a", b"b")
