@@ -6,6 +6,7 @@ import math
 import time
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from opentelemetry.util.types import AttributeValue
 
@@ -14,11 +15,22 @@ from exporters import names
 # One value per attribute name of the instrument, in its order; None leaves the attribute out.
 # Callers build it from values they already hold (interned strings, ints): no dict per record.
 Key = tuple[AttributeValue | None, ...]
+T = TypeVar("T")
 
 
 def attributes_of(keys: Sequence[str], key: Key) -> dict[str, AttributeValue]:
     """The attribute set a key stands for, in the instrument's order (done once per series)."""
     return {name: value for name, value in zip(keys, key, strict=True) if value is not None}
+
+
+def _values(series: dict[Key, T]) -> tuple[T, ...]:
+    """The dict's values, copied in C under the GIL; if a garbage collection during the copy
+    ran Python code that let the trio thread add a series, the copy fails and is taken again."""
+    while True:
+        try:
+            return tuple(series.values())
+        except RuntimeError:  # dictionary changed size during iteration
+            continue
 
 
 class HistogramSeries:
@@ -79,8 +91,8 @@ class Histogram:
         return tuple(attributes.get(name) for name in self.keys)
 
     def snapshot(self) -> tuple[HistogramSeries, ...]:
-        """Every series so far; copying the dict's values is atomic under the GIL."""
-        return tuple(self.series.values())
+        """Every series so far, safe to take from another thread (see `_values`)."""
+        return _values(self.series)
 
 
 class CounterSeries:
@@ -113,7 +125,8 @@ class Counter:
         series.value += amount
 
     def snapshot(self) -> tuple[CounterSeries, ...]:
-        return tuple(self.series.values())
+        """Every series so far, safe to take from another thread (see `_values`)."""
+        return _values(self.series)
 
 
 # The attribute names, in the order the keys list them (and the order they are exported in).

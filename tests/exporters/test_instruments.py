@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
 
 import pytest
@@ -248,3 +249,33 @@ def test_a_telemetry_with_no_sdk_data_still_exports_the_cheap_instruments() -> N
         telemetry.prometheus_text()
     )
     provider.shutdown()
+
+
+def test_a_collector_thread_reads_while_the_loop_records() -> None:
+    """The OTLP push collects on its own thread while the trio thread records, unlocked."""
+    cheap = Instruments()
+    points = PointReader(cheap, SCOPE)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def collect() -> None:
+        while not stop.is_set():
+            try:
+                points.metrics()
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    collector = threading.Thread(target=collect)
+    collector.start()
+    duration = cheap.server_duration
+    try:
+        for i in range(20_000):  # new series keep appearing while the collector iterates
+            duration.record(("GET", "http", 200 + i % 300, "1.1", f"r{i % 97}", None), 0.01)
+    finally:
+        stop.set()
+        collector.join()
+    assert errors == []
+    [metric] = points.metrics()
+    assert sum(p.count for p in metric.data.data_points) == 20_000
+    assert len(metric.data.data_points) == len({(i % 300, i % 97) for i in range(20_000)})
