@@ -20,9 +20,9 @@ class AccessLog:
     def record(self, request: Request, status: int, error: BaseException | None) -> None:
         info = request.info
         trace_id = span_id = None
-        if info.trace is not None:  # the tracing filter ran: correlate the line with the trace
-            context = info.trace.span_context
-            trace_id, span_id = f"{context.trace_id:032x}", f"{context.span_id:016x}"
+        trace = info.trace
+        if trace is not None:  # the tracing filter ran: correlate the line with the trace
+            trace_id, span_id = f"{trace.trace_id:032x}", f"{trace.span_id:016x}"
         entry = {
             "start_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time())),
             "method": request.method.decode("latin-1"),

@@ -31,18 +31,32 @@ _EGRESS_LABELS = ("app_id", "component", "namespace", "success", "topic")
 _INGRESS_LABELS = ("app_id", "component", "namespace", "process_status", "topic")
 
 
+_Cell = list[float]  # a counter series: [total]
+_Buckets = tuple[list[int], list[float]]  # a histogram series: (bucket counts, [sum])
+# One request's series in each HTTP family (server: requests, responses, latency, request and
+# response bytes; client: completed, latency, sent and received bytes).
+_ServerRow = tuple[_Cell, _Cell, _Buckets, _Buckets, _Buckets]
+_ClientRow = tuple[_Cell, _Buckets, _Buckets, _Buckets]
+
+
 class _Counter:
     def __init__(self, name: str, help_text: str, labels: tuple[str, ...]) -> None:
         self.name, self.help, self.labels = name, help_text, labels
-        self.series: dict[tuple[str, ...], float] = {}
+        self.series: dict[tuple[str, ...], _Cell] = {}
+
+    def cell(self, values: tuple[str, ...]) -> _Cell:
+        found = self.series.get(values)
+        if found is None:
+            found = self.series[values] = [0.0]
+        return found
 
     def add(self, values: tuple[str, ...], amount: float = 1.0) -> None:
-        self.series[values] = self.series.get(values, 0.0) + amount
+        self.cell(values)[0] += amount
 
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
         yield f"# TYPE {self.name} counter"
-        for values, total in sorted(self.series.items()):
+        for values, (total,) in sorted(self.series.items()):
             yield f"{self.name}{_labels(self.labels, values)} {_number(total)}"
 
 
@@ -51,14 +65,20 @@ class _Histogram:
         self, name: str, help_text: str, labels: tuple[str, ...], bounds: tuple[float, ...]
     ) -> None:
         self.name, self.help, self.labels, self.bounds = name, help_text, labels, bounds
-        self.series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+        self.series: dict[tuple[str, ...], _Buckets] = {}
 
-    def observe(self, values: tuple[str, ...], value: float) -> None:
+    def cell(self, values: tuple[str, ...]) -> _Buckets:
         found = self.series.get(values)
         if found is None:
             found = self.series[values] = ([0] * (len(self.bounds) + 1), [0.0])
-        found[0][bisect.bisect_left(self.bounds, value)] += 1
-        found[1][0] += value
+        return found
+
+    def put(self, cell: _Buckets, value: float) -> None:
+        cell[0][bisect.bisect_left(self.bounds, value)] += 1
+        cell[1][0] += value
+
+    def observe(self, values: tuple[str, ...], value: float) -> None:
+        self.put(self.cell(values), value)
 
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
@@ -77,11 +97,17 @@ class _Histogram:
 class DaprMetrics:
     """The HTTP server (app → sidecar), HTTP client (sidecar → app) and service-invocation
     families Dapr's sidecar dashboard queries. Recorded on the trio thread; rendered from the
-    admin port, so one lock keeps a scrape consistent."""
+    admin port, so one lock keeps a scrape consistent.
+
+    A request's HTTP series are found once per (method, path, status) and kept together in a
+    row, so recording one is a single dict look-up, not one per family.
+    """
 
     def __init__(self, app_id: str) -> None:
         self.app_id = app_id
         self._lock = threading.Lock()
+        self._server_rows: dict[tuple[str, str, int], _ServerRow] = {}
+        self._client_rows: dict[tuple[str, str, int], _ClientRow] = {}
         h = _HTTP_LABELS
         self.server_requests = _Counter(
             "dapr_http_server_request_count", "HTTP requests started by the app.", h[:3]
@@ -192,24 +218,51 @@ class DaprMetrics:
 
     def server(self, method: str, path: str, status: int, ms: float, rx: int, tx: int) -> None:
         """One app → sidecar HTTP request, when its response has ended."""
+        key = (method, path, status)
+        with self._lock:
+            row = self._server_rows.get(key)
+            if row is None:
+                row = self._server_rows[key] = self._server_row(method, path, status)
+            requests, responses, latency, request_bytes, response_bytes = row
+            requests[0] += 1
+            responses[0] += 1
+            self.server_latency.put(latency, ms)
+            self.server_request_bytes.put(request_bytes, rx)
+            self.server_response_bytes.put(response_bytes, tx)
+
+    def _server_row(self, method: str, path: str, status: int) -> _ServerRow:
         values = (self.app_id, method, path)
         full = (*values, str(status))
-        with self._lock:
-            self.server_requests.add(values)
-            self.server_responses.add(full)
-            self.server_latency.observe(full, ms)
-            self.server_request_bytes.observe(values, rx)
-            self.server_response_bytes.observe(full, tx)
+        return (
+            self.server_requests.cell(values),
+            self.server_responses.cell(full),
+            self.server_latency.cell(full),
+            self.server_request_bytes.cell(values),
+            self.server_response_bytes.cell(full),
+        )
 
     def client(self, method: str, path: str, status: int, ms: float, tx: int, rx: int) -> None:
         """One sidecar → app HTTP call, when the app's response has ended."""
+        key = (method, path, status)
+        with self._lock:
+            row = self._client_rows.get(key)
+            if row is None:
+                row = self._client_rows[key] = self._client_row(method, path, status)
+            completed, latency, sent_bytes, received_bytes = row
+            completed[0] += 1
+            self.client_latency.put(latency, ms)
+            self.client_sent_bytes.put(sent_bytes, tx)
+            self.client_received_bytes.put(received_bytes, rx)
+
+    def _client_row(self, method: str, path: str, status: int) -> _ClientRow:
         values = (self.app_id, method, path)
         full = (*values, str(status))
-        with self._lock:
-            self.client_completed.add(full)
-            self.client_latency.observe(full, ms)
-            self.client_sent_bytes.observe(values, tx)
-            self.client_received_bytes.observe(full, rx)
+        return (
+            self.client_completed.cell(full),
+            self.client_latency.cell(full),
+            self.client_sent_bytes.cell(values),
+            self.client_received_bytes.cell(full),
+        )
 
     def invocation_sent(self, target: str, status: int, ms: float) -> None:
         with self._lock:

@@ -29,6 +29,12 @@ USER_AGENT = "user_agent.original"
 ERROR_TYPE = "error.type"
 HTTP_RESEND_COUNT = "http.request.resend_count"
 
+# The methods semconv knows, as wire bytes → attribute value (any other method is `_OTHER`).
+HTTP_METHODS = {
+    m.encode(): m
+    for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+}
+
 # --- meshwire's own attributes ---------------------------------------------------------------
 RESPONSE_FLAGS_ATTR = "meshwire.response_flags"
 REQUEST_ID = "meshwire.request_id"

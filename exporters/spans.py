@@ -42,6 +42,25 @@ class SpanRecorder:
         return RecordingSpan(self, name, kind, context, parent, attributes)
 
 
+class FinishedSpan(ReadableSpan):
+    """A ReadableSpan from RecordingSpan.end. Its attributes are a plain dict and its events a
+    list, never the SDK's bounded containers, so nothing was dropped: said here as constants,
+    because the base class finds out with three ABC isinstance checks per exporter per span
+    (~1.4 µs on the bench machine)."""
+
+    @property
+    def dropped_attributes(self) -> int:
+        return 0
+
+    @property
+    def dropped_events(self) -> int:
+        return 0
+
+    @property
+    def dropped_links(self) -> int:
+        return 0
+
+
 class RecordingSpan:
     """One span in progress; `end()` hands it to the processors, once."""
 
@@ -109,7 +128,7 @@ class RecordingSpan:
         if recorder is None:
             return
         recorder.processor.on_end(
-            ReadableSpan(
+            FinishedSpan(
                 self.name,
                 self.context,
                 self.parent,

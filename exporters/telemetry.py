@@ -9,7 +9,6 @@ from functools import partial
 import trio
 from opentelemetry.metrics import (
     CallbackOptions,
-    Histogram,
     Meter,
     MeterProvider,
     NoOpMeterProvider,
@@ -22,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from config import schema
 from exporters import names
+from exporters.instruments import Instruments
 from exporters.prometheus_text import render_registry
 from exporters.span_queue import SpanAccounts
 from exporters.spans import SpanRecorder
@@ -33,35 +33,14 @@ CLOSE_TIMEOUT = 5.0  # default bound, in seconds, on flush() and aclose()
 log = logging.getLogger(__name__)
 
 
-class Instruments:
-    """The metric instruments the data plane records into, created once per Telemetry."""
-
-    def __init__(self, meter: Meter) -> None:
-        self.server_duration: Histogram = meter.create_histogram(
-            names.HTTP_SERVER_DURATION,
-            unit="s",
-            description="Duration of HTTP server requests (downstream), until the response ended.",
-            explicit_bucket_boundaries_advisory=list(names.DURATION_BUCKETS),
-        )
-        self.response_flags = meter.create_counter(
-            names.RESPONSE_FLAGS,
-            unit="{response}",
-            description="Responses that carry an Envoy-style response flag, by flag.",
-        )
-        self.client_duration: Histogram = meter.create_histogram(
-            names.HTTP_CLIENT_DURATION,
-            unit="s",
-            description="Duration of HTTP client requests (one upstream attempt each).",
-            explicit_bucket_boundaries_advisory=list(names.DURATION_BUCKETS),
-        )
-
-
 class Telemetry:
     """Tracer, meter, instruments and the span recorder; `build` makes one from config.
 
-    Tests construct it directly from providers (e.g. an SDK TracerProvider with an in-memory
-    exporter, and a SpanRecorder over the same processors). Only the CLI may install it as the
-    OpenTelemetry global.
+    The data plane records into `instruments` (plain objects, exporters/instruments.py); the
+    meter provider's readers built by `build` read them when they collect. Tests construct it
+    directly from providers (e.g. an SDK TracerProvider with an in-memory exporter, and a
+    SpanRecorder over the same processors). Only the CLI may install it as the OpenTelemetry
+    global.
     """
 
     def __init__(
@@ -72,13 +51,14 @@ class Telemetry:
         registry: CollectorRegistry | None = None,
         accounts: SpanAccounts | None = None,
         spans: SpanRecorder | None = None,
+        instruments: Instruments | None = None,
     ) -> None:
         self.tracer_provider = tracer_provider
         self.spans = spans  # the data plane's span path; None: no span is recorded
         self.meter_provider = meter_provider
         self.tracer: Tracer = tracer_provider.get_tracer(names.SCOPE, VERSION)
         self.meter: Meter = meter_provider.get_meter(names.SCOPE, VERSION)
-        self.instruments = Instruments(self.meter)
+        self.instruments = instruments if instruments is not None else Instruments()
         self._registry = registry
         self._accounts = accounts
         self._closed = False
@@ -100,10 +80,16 @@ class Telemetry:
 
         resource = build_resource(config)
         accounts = SpanAccounts(stats)
-        meter_provider, registry = build_meter_provider(config, resource)
+        instruments = Instruments()
+        meter_provider, registry = build_meter_provider(config, resource, instruments)
         tracer_provider, spans = build_tracer_provider(config, resource, accounts, meter_provider)
         return cls(
-            tracer_provider, meter_provider, registry=registry, accounts=accounts, spans=spans
+            tracer_provider,
+            meter_provider,
+            registry=registry,
+            accounts=accounts,
+            spans=spans,
+            instruments=instruments,
         )
 
     def observe_active_requests(self, gauges: Mapping[str, Gauge]) -> None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import time
 
-from exporters import names
 from exporters.access_log import AccessLog
-from exporters.telemetry import Instruments
+from exporters.instruments import Instruments
+from exporters.names import HTTP_METHODS
 from proxy.http.model import Request
 
-_KNOWN_METHODS = frozenset(
-    {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH"}
-)
+_SCHEMES = {b"http": "http", b"https": "https"}  # looked up, not decoded, per request
 
 
 class Completion:
@@ -25,24 +23,26 @@ class Completion:
         self._flags = instruments.response_flags if instruments is not None else None
 
     def __call__(self, request: Request, status: int, error: BaseException | None) -> None:
-        if self._duration is not None:
+        duration = self._duration
+        if duration is not None:
             info = request.info
-            method = request.method
-            attributes: dict[str, str | int] = {
-                names.HTTP_REQUEST_METHOD: method.decode("latin-1")
-                if method in _KNOWN_METHODS
-                else "_OTHER",
-                names.URL_SCHEME: request.scheme.decode("latin-1"),
-                names.HTTP_RESPONSE_STATUS_CODE: status,
-                names.NETWORK_PROTOCOL_VERSION: request.http_version,
-            }
-            if info.route_name is not None:
-                attributes[names.HTTP_ROUTE] = info.route_name
+            error_type = None
             if status >= 500 or error is not None:
-                attributes[names.ERROR_TYPE] = type(error).__name__ if error else str(status)
-            self._duration.record(time.monotonic() - info.start, attributes)
+                error_type = type(error).__name__ if error else str(status)
+            scheme = request.scheme
+            duration.record(
+                (
+                    HTTP_METHODS.get(request.method, "_OTHER"),
+                    _SCHEMES.get(scheme) or scheme.decode("latin-1"),
+                    status,
+                    request.http_version,
+                    info.route_name,
+                    error_type,
+                ),
+                time.monotonic() - info.start,
+            )
         if self._flags is not None and request.info.response_flags:
             for flag in request.info.response_flags:  # only failed requests pay for this
-                self._flags.add(1, {names.RESPONSE_FLAGS_ATTR: flag})
+                self._flags.add((flag,))
         if self._access is not None:
             self._access.record(request, status, error)

@@ -11,7 +11,7 @@ import trio
 
 from config import schema
 from exporters.access_log import AccessLog
-from exporters.telemetry import Instruments
+from exporters.instruments import Instruments
 from proxy.admin.handler import AdminHandler
 from proxy.app import App, ListenerSpec
 from proxy.chain import Handler

@@ -9,20 +9,18 @@ from opentelemetry.util.types import AttributeValue
 from exporters import names
 from proxy.http.model import Request, header_get
 
-KNOWN_METHODS = frozenset(
-    {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH"}
-)
+KNOWN_METHODS = names.HTTP_METHODS
 METHOD_ORIGINAL = "http.request.method_original"
 
 
 def method_name(method: bytes) -> str:
     """The semconv method: a known one, else `_OTHER`."""
-    return method.decode("latin-1") if method in KNOWN_METHODS else "_OTHER"
+    return KNOWN_METHODS.get(method, "_OTHER")
 
 
 def span_method(method: bytes) -> str:
     """The span name's method part: `HTTP` stands for unknown methods."""
-    return method.decode("latin-1") if method in KNOWN_METHODS else "HTTP"
+    return KNOWN_METHODS.get(method, "HTTP")
 
 
 @functools.lru_cache(maxsize=256)

@@ -12,6 +12,7 @@ from exporters.spans import RecordingSpan
 from exporters.telemetry import Telemetry
 from filters.tracing.attributes import method_name, span_method
 from filters.tracing.body import EndingBody
+from filters.tracing.state import new_span_id
 from proxy.http.model import Request, Response, in_memory
 
 
@@ -31,30 +32,30 @@ class Upstream:
 class _Attempt:
     """Ends one attempt's span and records its duration, once."""
 
-    __slots__ = ("duration", "metric", "span", "start", "status")
+    __slots__ = ("duration", "method", "span", "start", "status", "upstream")
 
     def __init__(
-        self, telemetry: Telemetry, span: RecordingSpan | None, metric: dict[str, AttributeValue]
+        self, telemetry: Telemetry, method: str, upstream: Upstream, span: RecordingSpan | None
     ) -> None:
         self.duration = telemetry.instruments.client_duration
+        self.method = method
+        self.upstream = upstream
         self.span = span
-        self.metric = metric
         self.status: int | None = None
         self.start = time.monotonic()
 
     def __call__(self, error: BaseException | None) -> None:
-        metric = self.metric
         status = self.status
-        if status is not None:
-            metric[names.HTTP_RESPONSE_STATUS_CODE] = status
         error_type = None
         if error is not None:
             error_type = type(error).__name__
         elif status is not None and status >= 400:
             error_type = str(status)
-        if error_type is not None:
-            metric[names.ERROR_TYPE] = error_type
-        self.duration.record(time.monotonic() - self.start, metric)
+        upstream = self.upstream
+        self.duration.record(
+            (self.method, upstream.address, upstream.port, status, error_type),
+            time.monotonic() - self.start,
+        )
         span = self.span
         if span is None:
             return
@@ -74,28 +75,27 @@ async def observed_attempt(
     send: Callable[[], Awaitable[Response]],
 ) -> Response:
     """Run `send()` as one attempt; the span ends when the response body ends or the send fails."""
-    metric: dict[str, AttributeValue] = {
-        names.HTTP_REQUEST_METHOD: method_name(request.method),
-        names.SERVER_ADDRESS: upstream.address,
-        names.SERVER_PORT: upstream.port,
-    }
+    method = method_name(request.method)
     span: RecordingSpan | None = None
     state = request.info.trace
     if state is not None:
         if state.sampled:
             attributes: dict[str, AttributeValue] = {
-                **metric,
+                names.HTTP_REQUEST_METHOD: method,
+                names.SERVER_ADDRESS: upstream.address,
+                names.SERVER_PORT: upstream.port,
                 names.URL_FULL: upstream.origin + request.target.decode("latin-1"),
                 names.UPSTREAM_CLUSTER: upstream.cluster,
             }
             if resend:
                 attributes[names.HTTP_RESEND_COUNT] = 1
             context, span = state.client_span(span_method(request.method), attributes)
+            span_id = context.span_id
         else:
-            context = state.child_context()
+            span_id = new_span_id()
         # Replaces the previous hop's (or attempt's) fields: each attempt carries its own span id.
-        request.headers = state.propagation.inject(request.headers, context)
-    attempt = _Attempt(telemetry, span, metric)
+        request.headers = state.inject(request.headers, span_id)
+    attempt = _Attempt(telemetry, method, upstream, span)
     try:
         response = await send()
     except BaseException as exc:

@@ -7,17 +7,28 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 
 from opentelemetry import context as otel_context
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, set_span_in_context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    set_span_in_context,
+)
 
 from exporters import names
 from exporters.spans import RecordingSpan, SpanRecorder
 from filters.tracing.attributes import server_attributes, span_method
 from filters.tracing.body import EndingBody
+from filters.tracing.parse import SAMPLED, Parent
 from filters.tracing.propagation import Propagation
-from filters.tracing.state import RequestTrace, server_context
+from filters.tracing.state import RequestTrace, new_span_id, new_trace_id
 from proxy.chain import Handler
 from proxy.http.errors import ProxyError
-from proxy.http.model import Request, Response
+from proxy.http.model import Headers, Request, Response
+
+# W3C Trace Context level 2: the trace ids we mint are random, and say so.
+RANDOM_TRACE_ID = 0x02
+_ROOT_SAMPLED = TraceFlags(SAMPLED | RANDOM_TRACE_ID)
 
 
 class TracingFilter:
@@ -25,6 +36,10 @@ class TracingFilter:
 
     An incoming sampled flag is followed either way; without a parent, `sampling_rate` decides.
     An unsampled request still gets fresh ids so the not-sampled decision travels downstream.
+
+    The decision comes first, from the headers (parsed into ints) or the random draw; an
+    unsampled request then gets one RequestTrace and nothing else: no span, no attributes, no
+    OTel context, and ids only if something forwards it.
     """
 
     def __init__(
@@ -44,32 +59,44 @@ class TracingFilter:
         rate = self._rate
         return rate >= 1.0 or (rate > 0.0 and self._random.random() < rate)
 
-    def _decide(self, request: Request) -> tuple[SpanContext | None, bool]:
+    def _decide(self, headers: Headers) -> tuple[Parent | None, bool]:
         """The remote parent (if any) and whether this request is sampled."""
         propagation = self._propagation
-        headers = request.headers
         if not propagation.present(headers):
             return None, self._sample_root()
         parent = propagation.extract(headers)
         if parent is not None:
-            return parent, parent.trace_flags.sampled
+            return parent, parent.sampled
         return None, not propagation.denied(headers) and self._sample_root()
 
     async def __call__(self, request: Request, next: Handler, /) -> Response:
-        parent, sampled = self._decide(request)
-        context = server_context(parent, sampled)
+        parent, sampled = self._decide(request.headers)
         if not sampled:
-            request.info.trace = RequestTrace(None, self._propagation, context)
+            if parent is None:  # a new trace: its id is minted only if it goes anywhere
+                trace = RequestTrace(None, self._propagation, 0, 0, RANDOM_TRACE_ID)
+            else:
+                flags = parent.flags & ~SAMPLED
+                trace = RequestTrace(
+                    None, self._propagation, parent.trace_id, 0, flags, parent.state
+                )
+            request.info.trace = trace
             return await next(request)
+        remote: SpanContext | None = None
+        if parent is None:
+            context = SpanContext(new_trace_id(), new_span_id(), False, _ROOT_SAMPLED)
+        else:
+            flags = TraceFlags(parent.flags)
+            remote = SpanContext(parent.trace_id, parent.span_id, True, flags, parent.state)
+            context = SpanContext(parent.trace_id, new_span_id(), False, flags, parent.state)
         recorder = self._recorder
         span = recorder.start(
             span_method(request.method),
             SpanKind.SERVER,
             context,
-            parent,
+            remote,
             server_attributes(request),
         )
-        request.info.trace = RequestTrace(recorder, self._propagation, context)
+        request.info.trace = RequestTrace.of(recorder, self._propagation, context)
         # OTel-instrumented code further down the chain parents its spans on this one.
         token = otel_context.attach(set_span_in_context(NonRecordingSpan(context)))
         try:

@@ -2,54 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
-from opentelemetry.propagators.textmap import Getter, TextMapPropagator
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import TraceState
 
+from filters.tracing import parse
+from filters.tracing.parse import SAMPLED, Parent
 from proxy.http.model import Headers
 
-_FACTORIES: dict[str, type[TextMapPropagator]] = {
-    "tracecontext": TraceContextTextMapPropagator,
-    "b3": B3SingleFormat,
-    "b3multi": B3MultiFormat,
+_EXTRACT: dict[str, Callable[[Headers], Parent | None]] = {
+    "tracecontext": parse.tracecontext,
+    "b3": parse.b3,
+    "b3multi": parse.b3,
+}
+# The fields each format's OTel propagator reads or writes.
+_FIELDS = {
+    "tracecontext": (b"traceparent", b"tracestate"),
+    "b3": (b"b3",),
+    "b3multi": (b"x-b3-traceid", b"x-b3-spanid", b"x-b3-sampled"),
 }
 # B3 fields the OTel propagators never inject but a stale copy of which must not travel on.
 _B3_EXTRA = frozenset({b"x-b3-parentspanid", b"x-b3-flags", b"b3", b"x-b3-sampled"})
 
 
-class HeaderGetter(Getter[Headers]):
-    """Every value of a lower-case header name, decoded as latin-1."""
-
-    def get(self, carrier: Headers, key: str) -> list[str] | None:
-        name = key.encode()
-        found = [value.decode("latin-1") for k, value in carrier if k == name]
-        return found or None
-
-    def keys(self, carrier: Headers) -> list[str]:
-        return [k.decode("latin-1") for k, _ in carrier]
-
-
-GETTER = HeaderGetter()
-
-
 class Propagation:
-    """The listener's propagators: extraction tries them in order, injection writes them all."""
+    """The listener's propagators: extraction tries them in order, injection writes them all.
 
-    __slots__ = ("_b3", "_b3multi", "_b3single", "_fields", "_propagators", "_tracecontext")
+    Both read and write our header lists directly, into and from plain ints, exactly as the
+    OTel propagators would (tests pin both), without an OTel Context per request.
+    """
+
+    __slots__ = ("_b3", "_b3multi", "_b3single", "_extract", "_fields", "_tracecontext")
 
     def __init__(self, names: Sequence[str]) -> None:
         unique = list(dict.fromkeys(names))
-        self._propagators = [_FACTORIES[name]() for name in unique]
-        fields = {f.encode() for p in self._propagators for f in p.fields}
+        self._extract = [_EXTRACT[name] for name in unique]
+        fields = {f for name in unique for f in _FIELDS[name]}
         self._b3 = any(name.startswith("b3") for name in unique)
         if self._b3:
             fields |= _B3_EXTRA
-        if "tracecontext" in unique:
-            fields.add(b"tracestate")
         self._fields = frozenset(fields)
         self._tracecontext = "tracecontext" in unique
         self._b3single = "b3" in unique
@@ -57,19 +48,17 @@ class Propagation:
 
     def present(self, headers: Headers) -> bool:
         """Whether any field these propagators read is present (most requests carry none)."""
-        fields = self._fields
-        return any(name in fields for name, _ in headers)
+        return not self._fields.isdisjoint([name for name, _ in headers])
 
-    def extract(self, headers: Headers) -> trace.SpanContext | None:
+    def extract(self, headers: Headers) -> Parent | None:
         """The first valid remote parent found, or None.
 
         Both B3 propagators read the single `b3` header before `x-b3-*` (the B3 spec's precedence).
         """
-        for propagator in self._propagators:
-            ctx = propagator.extract(headers, Context(), GETTER)
-            span_context = trace.get_current_span(ctx).get_span_context()
-            if span_context.is_valid:
-                return span_context
+        for extract in self._extract:
+            parent = extract(headers)
+            if parent is not None:
+                return parent
         return None
 
     def denied(self, headers: Headers) -> bool:
@@ -83,26 +72,29 @@ class Propagation:
                 return True
         return False
 
-    def inject(self, headers: Headers, span_context: trace.SpanContext) -> Headers:
-        """`headers` without any previous propagation fields, plus this context's.
-
-        The fields are written exactly as the OTel propagators write them (their tests pin
-        that), without building an OTel Context per upstream attempt.
-        """
+    def inject(
+        self,
+        headers: Headers,
+        trace_id: int,
+        span_id: int,
+        flags: int,
+        trace_state: TraceState | None = None,
+    ) -> Headers:
+        """`headers` without any previous propagation fields, plus these ids' (a span of
+        `trace_id` with id `span_id`, and those trace flags and state)."""
         fields = self._fields
         out = [h for h in headers if h[0] not in fields]
-        trace_id = f"{span_context.trace_id:032x}".encode()
-        span_id = f"{span_context.span_id:016x}".encode()
-        flags = span_context.trace_flags
+        trace_hex = b"%032x" % trace_id
+        span_hex = b"%016x" % span_id
         if self._tracecontext:
-            out.append((b"traceparent", b"00-%s-%s-%02x" % (trace_id, span_id, flags)))
-            if span_context.trace_state:
-                out.append((b"tracestate", span_context.trace_state.to_header().encode()))
-        sampled = b"1" if flags & trace.TraceFlags.SAMPLED else b"0"
+            out.append((b"traceparent", b"00-%s-%s-%02x" % (trace_hex, span_hex, flags)))
+            if trace_state:
+                out.append((b"tracestate", trace_state.to_header().encode()))
+        sampled = b"1" if flags & SAMPLED else b"0"
         if self._b3single:
-            out.append((b"b3", b"%s-%s-%s" % (trace_id, span_id, sampled)))
+            out.append((b"b3", b"%s-%s-%s" % (trace_hex, span_hex, sampled)))
         if self._b3multi:
-            out.append((b"x-b3-traceid", trace_id))
-            out.append((b"x-b3-spanid", span_id))
+            out.append((b"x-b3-traceid", trace_hex))
+            out.append((b"x-b3-spanid", span_hex))
             out.append((b"x-b3-sampled", sampled))
         return out

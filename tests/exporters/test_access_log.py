@@ -43,7 +43,7 @@ def test_line_without_tracing(tmp_path: Path) -> None:
 def test_line_carries_the_server_span_ids(tmp_path: Path) -> None:
     context = SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, False)
     request = _request()
-    request.info.trace = RequestTrace(None, Propagation(["tracecontext"]), context)
+    request.info.trace = RequestTrace.of(None, Propagation(["tracecontext"]), context)
     log = AccessLog(str(tmp_path / "access.log"))
     log.record(request, 200, None)
     log.close()

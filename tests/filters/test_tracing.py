@@ -8,8 +8,7 @@ import trio.lowlevel
 from opentelemetry import trace
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import HistogramDataPoint
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -18,6 +17,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from config import schema
 from exporters import names
+from exporters.metric_points import PointReader
+from exporters.metrics_setup import SCOPE
 from exporters.telemetry import Telemetry
 from exporters.tracing_setup import sdk_tracing
 from filters.registry import BuildContext, build_filter
@@ -60,9 +61,7 @@ class Traced:
     def __init__(self) -> None:
         self.exporter = InMemorySpanExporter()
         provider, spans = sdk_tracing(Resource.create({}), [SimpleSpanProcessor(self.exporter)])
-        self.reader = InMemoryMetricReader()
-        meters = MeterProvider(metric_readers=[self.reader])
-        self.telemetry = Telemetry(provider, meters, spans=spans)
+        self.telemetry = Telemetry(provider, NoOpMeterProvider(), spans=spans)
         self.recorder = spans
         self.upstream_headers: list[Headers] = []
 
@@ -70,6 +69,16 @@ class Traced:
         self, rate: float = 1.0, propagators: tuple[str, ...] = ("tracecontext", "b3multi")
     ) -> TracingFilter:
         return TracingFilter(self.recorder, rate, propagators, {"api": "/api/*"})
+
+    def client_durations(self) -> list[HistogramDataPoint]:
+        """The client duration's points, as a metric reader would export them."""
+        found = PointReader(self.telemetry.instruments, SCOPE).metrics()
+        return [
+            p  # type: ignore[misc]
+            for m in found
+            if m.name == names.HTTP_CLIENT_DURATION
+            for p in m.data.data_points
+        ]
 
     def spans(self, kind: trace.SpanKind | None = None) -> list[ReadableSpan]:
         found = self.exporter.get_finished_spans()
@@ -239,6 +248,19 @@ async def test_rate_zero_records_nothing_but_propagates_not_sampled(traced: Trac
     assert traced.sent(b"x-b3-sampled") == [b"0"]
 
 
+async def test_an_unsampled_root_keeps_the_trace_id_it_first_sent(traced: Traced) -> None:
+    request = make_request()
+    await run(traced, traced.filter(rate=0.0), request, fail_first=True)
+    first, second = (traceparent(traced.sent(b"traceparent", i)[0]) for i in (0, 1))
+    assert first[0] == second[0]  # both attempts carry one trace, each with its own span id
+    assert first[1] != second[1]
+    state = request.info.trace
+    assert state is not None
+    assert f"{state.trace_id:032x}" == first[0] == f"{state.span_context.trace_id:032x}"
+    assert state.span_id not in (int(first[1], 16), int(second[1], 16))
+    assert not state.span_context.trace_flags.sampled
+
+
 async def test_rate_one_records(traced: Traced) -> None:
     await run(traced, traced.filter(rate=1.0), make_request())
     assert len(traced.spans()) == 2
@@ -272,6 +294,7 @@ async def test_a_routed_200_names_the_span_after_the_route(traced: Traced) -> No
     (server,) = traced.spans(trace.SpanKind.SERVER)
     assert server.name == "GET /api/*"
     assert server.status.status_code == trace.StatusCode.UNSET
+    assert (server.dropped_attributes, server.dropped_events, server.dropped_links) == (0, 0, 0)
     assert dict(server.attributes or {}) == {
         names.HTTP_REQUEST_METHOD: "GET",
         names.URL_PATH: "/api/items",
@@ -401,16 +424,7 @@ async def test_the_server_span_is_current_while_the_handler_runs(traced: Traced)
 
 async def test_client_duration_is_recorded_per_attempt(traced: Traced) -> None:
     await run(traced, traced.filter(rate=0.0), make_request(), fail_first=True)
-    data = traced.reader.get_metrics_data()
-    assert data is not None
-    points: list[HistogramDataPoint] = [
-        p  # type: ignore[misc]
-        for rm in data.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-        if m.name == names.HTTP_CLIENT_DURATION
-        for p in m.data.data_points
-    ]
+    points = traced.client_durations()
     by_error = {dict(p.attributes or {}).get(names.ERROR_TYPE): p for p in points}
     assert set(by_error) == {"RetryableReset", None}
     assert dict(by_error[None].attributes or {}) == {
@@ -426,7 +440,7 @@ async def test_without_trace_state_only_the_metric_is_recorded(traced: Traced) -
     await drain(await traced.upstream()(request))
     assert traced.spans() == []
     assert traced.sent(b"traceparent") == [f"00-{TRACE}-{PARENT}-01".encode()]
-    assert traced.reader.get_metrics_data() is not None
+    assert [p.count for p in traced.client_durations()] == [1]
 
 
 async def test_cancellation_ends_the_span_without_an_error_status(traced: Traced) -> None:
@@ -491,7 +505,13 @@ def test_injected_fields_are_what_the_otel_propagators_write(flags: int, state: 
             )().inject(expected, otel_ctx)
         stale = [(b"traceparent", b"old"), (b"tracestate", b"old=1"), (b"b3", b"0")]
         stale += [(b"x-b3-flags", b"1"), (b"x-b3-spanid", b"old")]
-        injected = Propagation(names_).inject([*stale, (b"a", b"b")], context)
+        injected = Propagation(names_).inject(
+            [*stale, (b"a", b"b")],
+            context.trace_id,
+            context.span_id,
+            context.trace_flags,
+            context.trace_state,
+        )
         # Every configured format's stale fields are gone, and only those; the rest is kept.
         kept = injected[: len(injected) - len(expected)]
         assert kept[-1] == (b"a", b"b")
