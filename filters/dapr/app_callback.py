@@ -8,13 +8,12 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote
 
-from dapr.proto.common.v1 import common_pb2
-from dapr.proto.runtime.v1 import appcallback_pb2
 from google.protobuf import any_pb2, json_format, message_factory
 from google.protobuf.message import DecodeError
 from google.rpc.error_details_pb2 import ErrorInfo
 from google.rpc.status_pb2 import Status
 
+from filters.dapr.protos import appcallback_pb2, common_pb2
 from proxy.chain import Handler
 from proxy.grpc.client import unary_call
 from proxy.grpc.framing import DEFAULT_MAX_MESSAGE_SIZE
