@@ -16,8 +16,8 @@ from filters.dapr.app_callback import (
     error_for_http_answer,
     http_error,
     metadata_from_headers,
-    read_body,
 )
+from filters.dapr.bodies import read_body
 from filters.dapr.extended import set_attribute
 from filters.dapr.invoke import (
     API_TOKEN,
