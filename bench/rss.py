@@ -158,7 +158,16 @@ def main() -> int:
         f"  server {{ listen 127.0.0.1:{sink}; location / {{ return 202; }} }} }}\n"
     )
     nginx = subprocess.Popen(
-        [*pinned(0), "nginx", "-e", f"{work}/nginx.err", "-p", str(work), "-c", f"{work}/nginx.conf"],
+        [
+            *pinned(0),
+            "nginx",
+            "-e",
+            f"{work}/nginx.err",
+            "-p",
+            str(work),
+            "-c",
+            f"{work}/nginx.conf",
+        ],
         start_new_session=True,
     )
     lines = []
