@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from datetime import timedelta
 from functools import partial
+from typing import TYPE_CHECKING
 
 from config.sidecar import Mtls
-from proxy.tls.ca import CertificateAuthority
-from proxy.tls.remote_issuer import RemoteIssuer
+from proxy.tls.errors import WorkloadCertError
 from proxy.tls.spiffe import SpiffeId
 from proxy.tls.workload import Issuer, WorkloadIdentity
 from proxy.tls.workload_cert import WorkloadCert
+
+if TYPE_CHECKING:
+    from proxy.tls.ca import CertificateAuthority
 
 
 def make_identity(mtls: Mtls, spiffe_id: SpiffeId, environ: Mapping[str, str]) -> WorkloadIdentity:
@@ -19,6 +23,15 @@ def make_identity(mtls: Mtls, spiffe_id: SpiffeId, environ: Mapping[str, str]) -
     DAPR_TRUST_ANCHORS / DAPR_CERT_CHAIN / DAPR_CERT_KEY when set, else the CA directory,
     created on first start. The first certificate is issued here (blocking, before serving);
     CaError (and, from the signing service, SigningServiceError) says why it could not be."""
+    return WorkloadIdentity.issue(spiffe_id, local_issuer(mtls, environ))
+
+
+def local_issuer(mtls: Mtls, environ: Mapping[str, str]) -> Issuer:
+    """The issuer `mtls` and `environ` name, in this process (the CA is loaded, or created,
+    here); every certificate's leaf is checked to carry the SPIFFE id it was issued for."""
+    from proxy.tls.ca import CertificateAuthority
+    from proxy.tls.remote_issuer import RemoteIssuer
+
     issue: Issuer
     if mtls.sentry_address:
         issue = RemoteIssuer.from_env(mtls.sentry_address, mtls.trust_domain, environ)
@@ -32,10 +45,24 @@ def make_identity(mtls: Mtls, spiffe_id: SpiffeId, environ: Mapping[str, str]) -
             ttl=timedelta(seconds=float(mtls.workload_cert_ttl)),
             skew=timedelta(seconds=float(mtls.allowed_clock_skew)),
         )
-    return WorkloadIdentity.issue(spiffe_id, issue)
+    return partial(_checked, issue)
 
 
 def _issue(
     ca: CertificateAuthority, spiffe_id: SpiffeId, *, ttl: timedelta, skew: timedelta
 ) -> WorkloadCert:
     return ca.issue(spiffe_id, ttl, skew)
+
+
+def _checked(issue: Issuer, spiffe_id: SpiffeId) -> WorkloadCert:
+    from cryptography import x509
+
+    from proxy.tls.svid import spiffe_id_of
+
+    cert = issue(spiffe_id)
+    leaf: SpiffeId | None = None
+    with contextlib.suppress(ValueError, IndexError):  # not a PEM chain: no identity
+        leaf = spiffe_id_of(x509.load_pem_x509_certificates(cert.cert_chain_pem)[0])
+    if cert.spiffe_id != spiffe_id or leaf != spiffe_id:
+        raise WorkloadCertError(f"certificate for {leaf} cannot serve as {spiffe_id}")
+    return cert
