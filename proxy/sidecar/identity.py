@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Mapping
 from datetime import timedelta
 from functools import partial
@@ -22,8 +23,20 @@ def make_identity(mtls: Mtls, spiffe_id: SpiffeId, environ: Mapping[str, str]) -
     """With a sentry address, certificates signed by `meshwire ca serve` there; else
     DAPR_TRUST_ANCHORS / DAPR_CERT_CHAIN / DAPR_CERT_KEY when set, else the CA directory,
     created on first start. The first certificate is issued here (blocking, before serving);
-    CaError (and, from the signing service, SigningServiceError) says why it could not be."""
-    return WorkloadIdentity.issue(spiffe_id, local_issuer(mtls, environ))
+    CaError (and, from the signing service, SigningServiceError) says why it could not be.
+
+    Issuing takes cryptography (~10 MB resident once imported), which nothing else in a sidecar
+    needs: unless this process has it loaded already, each certificate (the first one and every
+    renewal) is issued by a child process (proxy/sidecar/issuer_process.py), which fails the
+    same way."""
+    issue: Issuer
+    if "cryptography" in sys.modules:
+        issue = local_issuer(mtls, environ)
+    else:
+        from proxy.sidecar.issuer_process import ChildIssuer
+
+        issue = ChildIssuer(mtls, environ)
+    return WorkloadIdentity.issue(spiffe_id, issue)
 
 
 def local_issuer(mtls: Mtls, environ: Mapping[str, str]) -> Issuer:
