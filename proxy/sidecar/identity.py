@@ -18,6 +18,8 @@ from proxy.tls.workload_cert import WorkloadCert
 if TYPE_CHECKING:
     from proxy.tls.ca import CertificateAuthority
 
+_NATIVE_CRYPTOGRAPHY = "cryptography.hazmat.bindings._rust"  # what costs the memory
+
 
 def make_identity(mtls: Mtls, spiffe_id: SpiffeId, environ: Mapping[str, str]) -> WorkloadIdentity:
     """With a sentry address, certificates signed by `meshwire ca serve` there; else
@@ -28,9 +30,9 @@ def make_identity(mtls: Mtls, spiffe_id: SpiffeId, environ: Mapping[str, str]) -
     Issuing takes cryptography (~10 MB resident once imported), which nothing else in a sidecar
     needs: unless this process has it loaded already, each certificate (the first one and every
     renewal) is issued by a child process (proxy/sidecar/issuer_process.py), which fails the
-    same way."""
+    same way. (The redis client imports the `cryptography` package, but not its library.)"""
     issue: Issuer
-    if "cryptography" in sys.modules:
+    if _NATIVE_CRYPTOGRAPHY in sys.modules:
         issue = local_issuer(mtls, environ)
     else:
         from proxy.sidecar.issuer_process import ChildIssuer
