@@ -74,6 +74,7 @@ bench: $(STAMP) bench-tools
 	$(BIN)/python bench/sidecar.py
 	$(BIN)/python bench/state.py
 	$(BIN)/python bench/pubsub.py
+	$(BIN)/python bench/rss.py
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache
