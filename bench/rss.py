@@ -12,8 +12,9 @@ Rows (meshwire pinned to CPU 1, nginx and hey to CPU 0, one row at a time):
 - `envoy`: quick mode, `meshwire run --listen … --upstream http://nginx`.
 
 Columns: **idle MB** is VmRSS once it answers a first request through it (the sidecar: its
-healthz, then one `/v1.0/invoke/app/method/x`), **after load MB** VmRSS after
-`hey -z SECONDS -c 16` through it, and **peak MB** VmHWM then.
+healthz, then one `/v1.0/invoke/app/method/x`), **1st gRPC call MB** (the `grpc` row) VmRSS
+after one GetMetadata on the gRPC API, **after load MB** VmRSS after `hey -z SECONDS -c 16`
+through it, and **peak MB** VmHWM then.
 """
 
 from __future__ import annotations
@@ -78,13 +79,25 @@ def component(name: str, kind: str) -> str:
     )
 
 
-def command(row: str, work: Path, app: int, sink: int, port: int) -> tuple[list[str], str]:
-    """The meshwire argv of a row and the URL the load goes to."""
+def grpc_call(port: int) -> None:
+    """One GetMetadata on the Dapr gRPC API (grpcio, in this process: the bench's, not
+    meshwire's, which speaks gRPC over its own HTTP/2)."""
+    import grpc
+    from dapr.proto.runtime.v1 import dapr_pb2_grpc
+    from dapr.proto.runtime.v1.metadata_pb2 import GetMetadataRequest
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        dapr_pb2_grpc.DaprStub(channel).GetMetadata(GetMetadataRequest(), timeout=30)
+
+
+def command(row: str, work: Path, app: int, sink: int, port: int) -> tuple[list[str], str, int]:
+    """The meshwire argv of a row, the URL the load goes to and the gRPC API's port (0: none
+    to call)."""
     meshwire = [*pinned(1), str(ROOT / ".venv/bin/meshwire"), "run", "--log-level", "warning"]
     if row == "envoy":
         admin = ["--admin", f"127.0.0.1:{free_port()}"]
         argv = ["--listen", f"127.0.0.1:{port}", "--upstream", f"http://127.0.0.1:{app}", *admin]
-        return [*meshwire, *argv], f"http://127.0.0.1:{port}/x"
+        return [*meshwire, *argv], f"http://127.0.0.1:{port}/x", 0
     config = work / "config.yaml"
     config.write_text(
         "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: bench}\nspec:\n"
@@ -94,8 +107,10 @@ def command(row: str, work: Path, app: int, sink: int, port: int) -> tuple[list[
     argv = ["--app-id", "app", "--app-port", str(app), "--dapr-http-port", str(port)]
     argv += ["--data-dir", str(work / "data"), "--config", str(config)]
     argv += ["--dapr-internal-grpc-port", "0"]
+    grpc_port = 0
     if row == "grpc":
-        argv += ["--dapr-grpc-port", str(free_port()), "--metrics-port", str(free_port())]
+        grpc_port = free_port()
+        argv += ["--dapr-grpc-port", str(grpc_port), "--metrics-port", str(free_port())]
     else:
         argv += ["--dapr-grpc-port", "0", "--no-admin"]
     if row == "redis":
@@ -104,20 +119,24 @@ def command(row: str, work: Path, app: int, sink: int, port: int) -> tuple[list[
         (resources / "state.yaml").write_text(component("statestore", "state.redis"))
         (resources / "pubsub.yaml").write_text(component("pubsub", "pubsub.redis"))
         argv += ["--resources-path", str(resources)]
-    return [*meshwire, *argv], f"http://127.0.0.1:{port}/v1.0/invoke/app/method/x"
+    return [*meshwire, *argv], f"http://127.0.0.1:{port}/v1.0/invoke/app/method/x", grpc_port
 
 
 def measure(row: str, work: Path, app: int, sink: int, seconds: int) -> str:
     port = free_port()
-    argv, url = command(row, work, app, sink, port)
+    argv, url, grpc_port = command(row, work, app, sink, port)
     log = (work / f"{row}.log").open("ab")
     proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
     try:
         ready = url if row == "envoy" else f"http://127.0.0.1:{port}/v1.0/healthz"
         if not (wait_for(ready, 200 if row == "envoy" else 204, proc) and status(url) == 200):
-            return f"| {row} | did not start (see {work}/{row}.log) | | | |"
+            return f"| {row} | did not start (see {work}/{row}.log) | | | | |"
         time.sleep(1)  # start-up's background tasks (certificates, name resolution) settle
         idle, _ = memory_mb(proc.pid)
+        called = "-"
+        if grpc_port:
+            grpc_call(grpc_port)
+            called = f"{memory_mb(proc.pid)[0]:.1f}"
         out = subprocess.run(
             [*pinned(0), "hey", "-z", f"{seconds}s", "-c", "16", url],
             capture_output=True,
@@ -127,7 +146,7 @@ def measure(row: str, work: Path, app: int, sink: int, seconds: int) -> str:
         found = parse_hey(out)
         after, peak = memory_mb(proc.pid)
         return (
-            f"| {row} | {idle:.1f} | {after:.1f} | {peak:.1f} "
+            f"| {row} | {idle:.1f} | {called} | {after:.1f} | {peak:.1f} "
             f"| {found['rps']:.0f} req/s, {found['bad']:.0f} bad |"
         )
     finally:
@@ -178,8 +197,8 @@ def main() -> int:
         stop(nginx)
     print(f"\n## RSS — hey -z {args.seconds}s -c 16, {time.strftime('%Y-%m-%d %H:%M:%S')}")
     print(f"   meshwire pinned to CPU 1: {bool(pinned(1))}; python {sys.version.split()[0]}\n")
-    print("| row | idle MB | after load MB | peak MB | load |")
-    print("|---|---|---|---|---|")
+    print("| row | idle MB | 1st gRPC call MB | after load MB | peak MB | load |")
+    print("|---|---|---|---|---|---|")
     print("\n".join(lines))
     if not os.environ.get("KEEP_WORKDIR"):
         shutil.rmtree(work, ignore_errors=True)
