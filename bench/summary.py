@@ -42,7 +42,7 @@ EXPECTED: list[tuple[str, str]] = [
     ("tracing", "tracing 100% cost"),
     ("cores", "cores CPU/req N=2 vs N=1"),
 ]
-STEPS = ("run", "sidecar", "pubsub", "state", "tracing", "cores")
+STEPS = ("run", "sidecar", "pubsub", "state", "tracing", "cores", "rss")
 LINE = re.compile(
     r"^TARGET (?P<name>.+?): (?P<value>.*) vs (?P<goal>.+) (?P<verdict>PASS|FAIL|SKIP)$"
 )

@@ -59,13 +59,10 @@ def build_tracer_provider(
     """
     processors: list[SpanProcessor] = []
     if config.zipkin is not None:
-        from exporters.zipkin import zipkin_exporter
         from exporters.zipkin_processor import ZipkinSpanProcessor
 
         processors.append(
-            ZipkinSpanProcessor(
-                zipkin_exporter(config.zipkin), capacity=config.max_queue_size, accounts=accounts
-            )
+            ZipkinSpanProcessor(config.zipkin, capacity=config.max_queue_size, accounts=accounts)
         )
     processors.extend(
         BoundedSpanProcessor(

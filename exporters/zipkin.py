@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
-import requests
-from opentelemetry.exporter.zipkin.json import ZipkinExporter
-from opentelemetry.exporter.zipkin.json.v2 import JsonV2Encoder
+
+# The encoder base of the SDK's Zipkin exporter, not the exporter: opentelemetry.exporter.zipkin.
+# json (its package, and that of the SDK's JsonV2Encoder) imports requests, which only the export
+# thread needs, once a span is sampled (exporters/zipkin_session.py).
+from opentelemetry.exporter.zipkin.encoder import JsonEncoder
 from opentelemetry.exporter.zipkin.node_endpoint import NodeEndpoint
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
-from config import schema
 from exporters import names
 
 # Where each kind's peer is described (semconv): the server for CLIENT, the client for SERVER.
@@ -36,8 +36,9 @@ _KINDS = {
 _JSON = msgspec.json.Encoder()
 
 
-class SpecJsonV2Encoder(JsonV2Encoder):
-    """The SDK's v2 encoder, made faster and corrected:
+class SpecJsonV2Encoder(JsonEncoder):
+    """The SDK's v2 encoder (JsonV2Encoder, whose every span this one encodes itself), made
+    faster and corrected:
 
     - INTERNAL spans omit `kind` (the SDK writes `"kind": null`, which the spec's enum rejects);
     - `duration` is at least 1 µs (the spec's minimum; the SDK rounds sub-µs spans to 0);
@@ -50,8 +51,9 @@ class SpecJsonV2Encoder(JsonV2Encoder):
     batch's spans share (resource and scope) are rendered once, and msgspec writes the JSON.
     """
 
-    def __init__(self, max_tag_value_length: int = 128) -> None:
-        super().__init__(max_tag_value_length)
+    def __init__(self, max_tag_value_length: int | None = None) -> None:
+        """`max_tag_value_length`: None (the SDK exporter's default) truncates no tag."""
+        super().__init__(max_tag_value_length)  # type: ignore[arg-type]
         self._shared: tuple[object, object, dict[str, str]] | None = None
 
     def local_endpoint(self, service_name: str) -> dict[str, Any]:
@@ -176,22 +178,3 @@ def _endpoint(service: object, address: object, port: object) -> dict[str, Any]:
     if endpoint and isinstance(port, int) and 0 < port < 65536:
         endpoint["port"] = port
     return endpoint
-
-
-def zipkin_exporter(config: schema.ZipkinExporter) -> ZipkinExporter:
-    """The SDK's Zipkin JSON exporter (blocking `requests`, fine on the batch thread).
-
-    Proxy settings from the environment are read once here: by default `requests` re-reads
-    them, and looks for a .netrc file, on every POST, on a thread that shares the GIL.
-    """
-    session = requests.Session()
-    session.proxies = requests.utils.get_environ_proxies(config.endpoint)
-    session.trust_env = False
-    exporter = ZipkinExporter(
-        endpoint=config.endpoint,
-        timeout=max(1, math.ceil(config.timeout)),  # whole seconds
-        session=session,
-    )
-    limit = exporter.encoder.max_tag_value_length
-    exporter.encoder = SpecJsonV2Encoder(limit)  # type: ignore[assignment]
-    return exporter

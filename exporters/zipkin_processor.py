@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.context import Context
-from opentelemetry.exporter.zipkin.json import ZipkinExporter
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from config import schema
 from exporters.span_queue import ExportBackoff, SpanAccounts
 from exporters.zipkin import SpecJsonV2Encoder
+
+if TYPE_CHECKING:
+    import requests
 
 MAX_BATCH = 512
 SCHEDULE_DELAY = 5.0  # seconds a partial batch may wait (the SDK's default)
@@ -32,21 +36,23 @@ class ZipkinSpanProcessor(SpanProcessor):
     Accounting as BoundedSpanProcessor: a span is admitted while fewer than `capacity` are
     waiting (admitted, not yet taken into a POST); otherwise it is dropped and counted; every
     admitted span ends up exported or failed, once. A failing endpoint is backed off from.
+
+    The worker makes its HTTP session (and so imports requests, ~8 MB) for its first POST: a
+    process that samples nothing never loads it.
     """
 
     def __init__(
         self,
-        exporter: ZipkinExporter,
+        config: schema.ZipkinExporter,
         *,
         capacity: int,
         accounts: SpanAccounts,
         schedule_delay: float = SCHEDULE_DELAY,
     ) -> None:
-        self._exporter = exporter
-        encoder = exporter.encoder
-        if not isinstance(encoder, SpecJsonV2Encoder):
-            raise TypeError("the Zipkin exporter needs exporters.zipkin.SpecJsonV2Encoder")
-        self._encoder = encoder
+        self._endpoint = config.endpoint
+        self._timeout = max(1, math.ceil(config.timeout))  # whole seconds, as the SDK's exporter
+        self._session: requests.Session | None = None  # the worker's, from its first POST
+        self._encoder = SpecJsonV2Encoder()
         self._capacity = capacity
         self._accounts = accounts
         self._delay = schedule_delay
@@ -119,10 +125,14 @@ class ZipkinSpanProcessor(SpanProcessor):
             self._accounts.outcome(len(batch), False)
             return
         body = b"[" + b",".join(batch) + b"]"
-        exporter = self._exporter
         why: object = None
         try:
-            reply = exporter.session.post(exporter.endpoint, data=body, timeout=exporter.timeout)
+            session = self._session
+            if session is None:
+                from exporters.zipkin_session import zipkin_session
+
+                session = self._session = zipkin_session(self._endpoint)
+            reply = session.post(self._endpoint, data=body, timeout=self._timeout)
             ok = 200 <= reply.status_code < 300
             why = reply.status_code
         except Exception as exc:  # requests' connection errors and timeouts
@@ -152,9 +162,10 @@ class ZipkinSpanProcessor(SpanProcessor):
         with self._wake:
             self._stopping = True
             self._wake.notify_all()
-        self._thread.join(timeout=self._exporter.timeout + 1)
+        self._thread.join(timeout=self._timeout + 1)
         with self._wake:  # what never left (a hung endpoint): lost, and counted as failed
             if self._queue:
                 self._accounts.failed.value += len(self._queue)
                 self._queue.clear()
-        self._exporter.shutdown()
+        if self._session is not None:
+            self._session.close()

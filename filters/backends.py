@@ -13,7 +13,7 @@ import trio
 
 from config.dapr.component import DEFAULT_INIT_TIMEOUT, Component
 
-__all__ = ["Backend", "BackendKind", "ComponentInitError", "open_all"]
+__all__ = ["Backend", "BackendKind", "BackendType", "ComponentInitError", "open_all"]
 
 log = logging.getLogger("meshwire.components")
 
@@ -32,34 +32,75 @@ class Backend(Protocol):
 
 
 @dataclass(frozen=True)
+class BackendType:
+    """Where one Component type's backend lives, as "module:name" strings resolved on first
+    use, so a process imports only the client libraries its Components name (and a missing
+    one fails that Component alone).
+
+    `factory` is the class whose `from_component` builds the backend. `check`, when given, is
+    a function (or a "module:Class.method") that reads the Component's metadata exactly as
+    `from_component` does, from a module that imports no client library: `meshwire validate`
+    runs it instead of building the backend. Without it the backend itself is built: the
+    stdlib-only ones, and state.postgresql, whose connection string only libpq (psycopg) reads
+    as start-up would.
+    """
+
+    factory: str
+    takes_data_dir: bool = False
+    check: str | None = None
+
+
+@dataclass(frozen=True)
 class BackendKind:
-    """One building block's backends: `types` maps a Component type to (module, class, whether
-    its `from_component` takes `data_dir`); modules are imported only when a Component asks for
-    them, so a missing client fails that Component alone. `errors` are the failures that mean
+    """One building block's backends by Component type. `errors` are the failures that mean
     "this backend cannot start" (anything else is a bug and propagates)."""
 
     label: str  # "state store", "pubsub"
-    types: Mapping[str, tuple[str, str, bool]]
+    types: Mapping[str, BackendType]
     errors: tuple[type[Exception], ...]
     fail: type[ComponentInitError]
 
     def construct(self, component: Component, data_dir: Path) -> Any:
         """The (not yet initialised) backend `component` names."""
+        found = self._type(component)
+        options: dict[str, object] = {"data_dir": data_dir} if found.takes_data_dir else {}
+        factory = self._resolve(found.factory)
+        refused: tuple[type[Exception], ...] = (*self.errors, ValueError)
+        try:
+            return factory.from_component(component, **options)
+        except refused as exc:
+            raise self.fail(str(exc)) from exc
+
+    def check(self, component: Component, data_dir: Path) -> None:
+        """What `construct` would refuse `component` for, without importing its client library
+        when the type declares a `check`."""
+        found = self._type(component)
+        if found.check is None:
+            self.construct(component, data_dir)
+            return
+        check = self._resolve(found.check)
+        refused: tuple[type[Exception], ...] = (*self.errors, ValueError)
+        try:
+            check(component)
+        except refused as exc:
+            raise self.fail(str(exc)) from exc
+
+    def _type(self, component: Component) -> BackendType:
         found = self.types.get(component.type)
         if found is None:
             known = ", ".join(sorted(self.types))
             raise self.fail(f"unknown {self.label} type {component.type!r}; one of {known}")
-        module_name, class_name, takes_data_dir = found
+        return found
+
+    def _resolve(self, target: str) -> Any:
+        module_name, _, path = target.partition(":")
         try:
-            module = importlib.import_module(module_name)
+            found: Any = importlib.import_module(module_name)
         except ImportError as exc:
             raise self.fail(f"backend {module_name} is not available: {exc}") from exc
-        options: dict[str, object] = {"data_dir": data_dir} if takes_data_dir else {}
-        refused: tuple[type[Exception], ...] = (*self.errors, ValueError)
-        try:
-            return getattr(module, class_name).from_component(component, **options)
-        except refused as exc:
-            raise self.fail(str(exc)) from exc
+        for name in path.split("."):
+            found = getattr(found, name)
+        return found
 
     async def initialise(self, component: Component, backend: B) -> B:
         """`backend.init()` within the Component's initTimeout; on failure it is closed and

@@ -38,8 +38,10 @@ class ComponentIssue:
 
 def check_components(components: Sequence[Component], data_dir: Path) -> list[ComponentIssue]:
     """Every issue start-up would meet before connecting: an unknown type, metadata the backend
-    refuses, a bad keyPrefix, two actor state stores for one app. Backends are constructed (never
-    initialised); `data_dir` stands in for the sidecar's, as some create it."""
+    refuses, a bad keyPrefix, two actor state stores for one app. A backend on a client library
+    has its metadata read by its light check (the library is not imported); the others are
+    constructed (never initialised), and `data_dir` stands in for the sidecar's, as some create
+    it."""
     issues: list[ComponentIssue] = []
     for component in components:
         kind = KINDS.get(component.category)
@@ -52,7 +54,7 @@ def check_components(components: Sequence[Component], data_dir: Path) -> list[Co
             issues.append(ComponentIssue(component, "type", None, message, fatal))
             continue
         try:
-            kind.construct(component, data_dir)
+            kind.check(component, data_dir)
             if kind is STATE_STORES:
                 prefix_for(component.metadata, component.name, "app", component.namespace)
         except IllegalKey as exc:

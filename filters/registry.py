@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from config import schema
 from exporters.telemetry import Telemetry
 from filters.buffer.filter import BufferFilter
+from filters.deferred import Deferred
 from filters.headers.filter import HeadersFilter
 from filters.router.terminal import Router
 from filters.terminal import TERMINAL_FILTERS, is_terminal
@@ -47,9 +48,15 @@ def _dapr_api(cfg: schema.DaprApiFilter, ctx: BuildContext) -> Handler:
 
 
 def _dapr_grpc(cfg: schema.DaprGrpcFilter, ctx: BuildContext) -> Handler:
-    from filters.dapr.grpc_api import DaprGrpc
+    runtime = _sidecar(ctx, "dapr_grpc")
 
-    return DaprGrpc(_sidecar(ctx, "dapr_grpc"), cfg.max_message_size)
+    def build() -> Handler:
+        from filters.dapr.grpc_api import DaprGrpc  # imported by Deferred, off the loop
+
+        return DaprGrpc(runtime, cfg.max_message_size)
+
+    # Built by the first gRPC call: a sidecar whose app never calls it never loads protobuf.
+    return Deferred(build, ["filters.dapr.grpc_api"])
 
 
 def _dapr_internal(cfg: schema.DaprInternalFilter, ctx: BuildContext) -> Handler:

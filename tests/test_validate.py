@@ -218,3 +218,54 @@ def test_nothing_to_validate_is_an_error(capsys: pytest.CaptureFixture[str]) -> 
         [],
         ["meshwire validate: give a FILE or --resources-path DIR"],
     )
+
+
+CLIENT_LIBRARIES = ("redis", "nats", "aio_pika", "aiormq", "paho")
+
+
+def test_components_on_client_libraries_are_checked_without_importing_them(
+    tmp_path: Path,
+) -> None:
+    """Their metadata is read as start-up reads it, by modules that import no client library
+    (filters/*/…_settings.py), so validating costs no Redis, NATS, AMQP or MQTT client."""
+
+    def component(name: str, type_: str, *metadata: tuple[str, str]) -> str:
+        head = f"apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {{name: {name}}}\n"
+        entries = "".join(f"    - {{name: {k}, value: '{v}'}}\n" for k, v in metadata)
+        return head + f"spec:\n  type: {type_}\n  version: v1\n  metadata:\n{entries}"
+
+    path = write(
+        tmp_path,
+        "components.yaml",
+        "---\n".join(
+            [
+                component("cache", "state.redis", ("redisHost", "localhost:port")),
+                component("events", "pubsub.redis", ("redisHost", "h:6379"), ("redisDB", "-1")),
+                component(
+                    "stream",
+                    "pubsub.jetstream",
+                    ("natsURL", "nats://h:4222"),
+                    ("deliverPolicy", "sometimes"),
+                ),
+                component("queue", "pubsub.rabbitmq", ("exchangeKind", "broadcast")),
+                component("mqtt", "pubsub.mqtt3", ("url", "tcp://h:1883"), ("qos", "3")),
+            ]
+        ),
+    )
+    script = (
+        "import sys\nfrom proxy.cli import main\ncode = main(['validate', sys.argv[1]])\n"
+        f"print(code, sorted(m for m in sys.modules if m.split('.')[0] in {CLIENT_LIBRARIES}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, path], capture_output=True, text=True, check=False
+    )
+    assert done.stdout.splitlines() == ["2 []"]
+    assert done.stderr.splitlines() == [
+        f"{path}#1: $.spec.metadata[0].value: expected host:port, got 'localhost:port'",
+        f"{path}#2: $.spec.metadata[1].value: must be a whole number >= 0, got '-1'",
+        f"{path}#3: $.spec.metadata[1].value: 'sometimes' is not one of all, last, new, "
+        "sequence, time",
+        f"{path}#4: $.spec.metadata[0].value: expected one of fanout, topic, direct, headers, "
+        "got 'broadcast'",
+        f"{path}#5: $.spec.metadata[1].value: expected 0, 1 or 2, got 3",
+    ]

@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
-from filters.dapr.app_callback import read_body
+from filters.dapr.bodies import read_body
 from filters.dapr.extended import MAX_VALUE_BYTES, set_attribute
 from filters.dapr.invoke import (
     API_TOKEN,

@@ -8,16 +8,16 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote
 
-from dapr.proto.common.v1 import common_pb2
-from dapr.proto.runtime.v1 import appcallback_pb2
 from google.protobuf import any_pb2, json_format, message_factory
 from google.protobuf.message import DecodeError
 from google.rpc.error_details_pb2 import ErrorInfo
 from google.rpc.status_pb2 import Status
 
+from filters.dapr.bodies import read_body
+from filters.dapr.protos import appcallback_pb2, common_pb2
 from proxy.chain import Handler
 from proxy.grpc.client import unary_call
-from proxy.grpc.framing import DEFAULT_MAX_MESSAGE_SIZE
+from proxy.grpc.details import unpack_details
 from proxy.grpc.metadata import RESERVED, b64decode_bin, b64encode_bin
 from proxy.grpc.status import (
     DETAILS,
@@ -25,12 +25,10 @@ from proxy.grpc.status import (
     StatusCode,
     code_for_http_status,
     http_status_for,
-    unpack_details,
 )
 from proxy.http.errors import DaprApiError, ProxyError
 from proxy.http.model import (
     CONNECTION_SPECIFIC,
-    Body,
     BytesBody,
     Header,
     Headers,
@@ -85,25 +83,6 @@ _PERMANENT = frozenset(
 _DROPPED = CONNECTION_SPECIFIC | {b"user-agent"}  # unary_call sends its own user-agent
 _ERROR_DOMAIN = "dapr.io"
 _MAX_DETAIL = 63  # Dapr truncates ErrorInfo metadata values to 63 characters
-
-
-class BodyTooLarge(DaprApiError):
-    def __init__(self, limit: int) -> None:
-        super().__init__("ERR_BODY_READ", f"body larger than {limit} bytes", status=413)
-
-
-async def read_body(body: Body, limit: int = DEFAULT_MAX_MESSAGE_SIZE) -> bytes:
-    """The whole body (a message field must hold it), closed afterwards; BodyTooLarge past
-    `limit`."""
-    data = bytearray()
-    try:
-        while chunk := await body.read():
-            data += chunk
-            if len(data) > limit:
-                raise BodyTooLarge(limit)
-    finally:
-        await body.aclose()
-    return bytes(data)
 
 
 def metadata_from_headers(headers: Iterable[Header]) -> Headers:

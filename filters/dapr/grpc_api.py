@@ -6,7 +6,6 @@ import json
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
-from dapr.proto.runtime.v1 import dapr_pb2
 from google.protobuf import empty_pb2, message_factory
 from google.protobuf.message import Message
 
@@ -17,8 +16,8 @@ from filters.dapr.app_callback import (
     error_for_http_answer,
     http_error,
     metadata_from_headers,
-    read_body,
 )
+from filters.dapr.bodies import read_body
 from filters.dapr.extended import set_attribute
 from filters.dapr.invoke import (
     API_TOKEN,
@@ -28,6 +27,7 @@ from filters.dapr.invoke import (
     app_id_text,
     split_app_id,
 )
+from filters.dapr.protos import dapr_pb2
 from filters.dapr.unexpected import unexpected
 from filters.pubsub.components import pubsub_components  # pub/sub (S4)
 from filters.pubsub.grpc_api import PubSubGrpcApi  # pub/sub (S4)

@@ -8,7 +8,6 @@ import time
 
 import trio
 
-from filters.dapr.app_callback import call_on_invoke
 from filters.dapr.params import BadParam, path_param, printable
 from filters.tracing.body import EndingBody
 from proxy.discovery.base import ResolutionError
@@ -127,6 +126,9 @@ class Invoker:
             await slots.acquire()
         try:
             if _on_invoke(runtime, request):
+                # A gRPC app's AppCallback: protobuf loads with the first such call.
+                from filters.dapr.app_callback import call_on_invoke
+
                 response = await call_on_invoke(app.send, request, DEFAULT_MAX_MESSAGE_SIZE)
             else:
                 response = await app.send(request)

@@ -12,12 +12,12 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
-from dapr.proto.runtime.v1 import appcallback_pb2
 from google.protobuf import empty_pb2, message_factory
 from google.protobuf.descriptor import MethodDescriptor
 
 from config.dapr.subscription import BulkSubscribe
 from filters.dapr.app_callback import metadata_from_headers
+from filters.dapr.protos import appcallback_pb2
 from filters.pubsub.delivery import (
     BulkEntry,
     Delivery,

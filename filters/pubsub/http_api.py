@@ -7,7 +7,7 @@ import json
 
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from filters.dapr.app_callback import read_body
+from filters.dapr.bodies import read_body
 from filters.dapr.params import (
     BadJson,
     BadParam,

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import trio
 
-from filters.dapr.app_callback import read_body
+from filters.dapr.bodies import read_body
 from filters.pubsub.delivery import BulkEntry, Delivery, DeliveryFailed, Outcome
 from filters.pubsub.envelope import CLOUDEVENTS_JSON
 from filters.pubsub.subscriptions import TopicSubscription

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import hashlib
-import importlib.util
 import json
 import logging
 import re
-import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,7 +25,6 @@ from nats.js.api import (
 )
 
 from config.dapr.component import Component
-from config.dapr.duration import parse_go_duration
 from filters.pubsub.aio import AsyncioThread
 from filters.pubsub.broker import (
     Feature,
@@ -40,7 +35,7 @@ from filters.pubsub.broker import (
     SubscribeRequest,
 )
 from filters.pubsub.coalesce import Coalescer
-from filters.state.metadata import ComponentMetadata
+from filters.pubsub.jetstream_settings import JetStreamSettings, jetstream_name, parse
 
 __all__ = ["JetStreamBroker", "jetstream_name"]
 
@@ -48,7 +43,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DEFAULT_CONNECTION_NAME = "meshwire - pubsub.jetstream"
 CONTENT_TYPE = "Content-Type"
 MSG_ID = "Nats-Msg-Id"
 RECONNECT_WAIT = 0.5  # seconds between reconnection attempts
@@ -59,149 +53,8 @@ REDELIVERY_DELAY = 0.05  # seconds before a failed message is offered again
 SETTLE_DEADLINE = 2.0  # seconds to send an ack/nak while being cancelled
 CLOSE_DEADLINE = 5.0
 
-DELIVER_POLICIES = {
-    "all": DeliverPolicy.ALL,
-    "last": DeliverPolicy.LAST,
-    "new": DeliverPolicy.NEW,
-    "sequence": DeliverPolicy.BY_START_SEQUENCE,
-    "time": DeliverPolicy.BY_START_TIME,
-}
-_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _SUBJECT_UNSAFE = re.compile(r"[\s]")
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # printable ASCII without ':' or spaces
-MAX_NAME = 200
-
-
-def jetstream_name(raw: str) -> str:
-    """A valid stream or consumer name for `raw`: unsafe characters become `_`, and a short
-    hash of `raw` keeps altered names distinct."""
-    safe = _NAME_UNSAFE.sub("_", raw)
-    if safe == raw and len(raw) <= MAX_NAME:
-        return raw
-    digest = hashlib.sha256(raw.encode()).hexdigest()[:10]
-    return f"{safe[: MAX_NAME - 11]}-{digest}"
-
-
-@dataclass(frozen=True, slots=True)
-class _Settings:
-    """The Component's metadata, checked."""
-
-    url: str
-    connection_name: str
-    token: str | None
-    credentials: RawCredentials | None
-    tls: ssl.SSLContext | None
-    stream_name: str | None
-    durable_name: str | None
-    deliver_policy: DeliverPolicy
-    start_sequence: int | None
-    start_time: datetime.datetime | None
-    ack_wait: float | None
-    max_deliver: int | None
-    backoff: list[float] | None
-    max_ack_pending: int | None
-    replicas: int | None
-    memory_storage: bool
-    domain: str | None
-    api_prefix: str | None
-
-
-def _settings(component: Component) -> _Settings:
-    meta = ComponentMetadata(component, error=PubSubError, kind="pubsub")
-    url = meta.text("natsURL", "")
-    if not url:
-        raise meta.error("natsURL", "required (e.g. nats://localhost:4222)")
-    stream = meta.text("streamName", "")
-    if stream and jetstream_name(stream) != stream:
-        raise meta.error("streamName", f"{stream!r} is not a valid JetStream stream name")
-    policy, sequence, start = _deliver_policy(meta)
-    ack_policy = meta.text("ackPolicy", "explicit").lower()
-    if ack_policy != "explicit":
-        raise meta.error("ackPolicy", "only explicit: a message is acked after the app took it")
-    return _Settings(
-        url=url,
-        connection_name=meta.text("name", DEFAULT_CONNECTION_NAME),
-        token=meta.text("token", "") or None,
-        credentials=_credentials(meta),
-        tls=_tls(meta),
-        stream_name=stream or None,
-        durable_name=meta.text("durableName", "") or None,
-        deliver_policy=policy,
-        start_sequence=sequence,
-        start_time=start,
-        ack_wait=meta.optional_duration("ackWait"),
-        max_deliver=meta.integer("maxDeliver", None),
-        backoff=_backoff(meta),
-        max_ack_pending=meta.integer("maxAckPending", None),
-        replicas=meta.integer("replicas", None),
-        memory_storage=meta.flag("memoryStorage"),
-        domain=meta.text("domain", "") or None,
-        api_prefix=meta.text("apiPrefix", "") or None,
-    )
-
-
-def _deliver_policy(
-    meta: ComponentMetadata,
-) -> tuple[DeliverPolicy, int | None, datetime.datetime | None]:
-    sequence = meta.integer("startSequence", None)
-    seconds = meta.integer("startTime", None)
-    start = None
-    if seconds is not None:
-        start = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
-    default = "sequence" if sequence else "time" if start else "new"
-    name = meta.text("deliverPolicy", default).lower()
-    policy = DELIVER_POLICIES.get(name)
-    if policy is None:
-        raise meta.error("deliverPolicy", f"{name!r} is not one of {', '.join(DELIVER_POLICIES)}")
-    if policy is DeliverPolicy.BY_START_SEQUENCE and not sequence:
-        raise meta.error("startSequence", "deliverPolicy sequence needs a start sequence")
-    if policy is DeliverPolicy.BY_START_TIME and start is None:
-        raise meta.error("startTime", "deliverPolicy time needs a start time (Unix seconds)")
-    keep_sequence = sequence if policy is DeliverPolicy.BY_START_SEQUENCE else None
-    keep_start = start if policy is DeliverPolicy.BY_START_TIME else None
-    return policy, keep_sequence, keep_start
-
-
-def _backoff(meta: ComponentMetadata) -> list[float] | None:
-    raw = meta.text("backOff", "")
-    if not raw:
-        return None
-    try:
-        return [parse_go_duration(part.strip()) for part in raw.split(",") if part.strip()]
-    except ValueError as exc:
-        raise meta.error("backOff", str(exc)) from None
-
-
-def _credentials(meta: ComponentMetadata) -> RawCredentials | None:
-    jwt, seed = meta.text("jwt", ""), meta.text("seedKey", "")
-    if bool(jwt) != bool(seed):
-        raise meta.error("jwt" if seed else "seedKey", "jwt and seedKey go together")
-    if not jwt:
-        return None
-    if importlib.util.find_spec("nkeys") is None:
-        raise meta.error("jwt", "JWT authentication needs the Python package nkeys")
-    return RawCredentials(
-        "-----BEGIN NATS USER JWT-----\n"
-        f"{jwt}\n"
-        "------END NATS USER JWT------\n\n"
-        "-----BEGIN USER NKEY SEED-----\n"
-        f"{seed}\n"
-        "------END USER NKEY SEED------\n"
-    )
-
-
-def _tls(meta: ComponentMetadata) -> ssl.SSLContext | None:
-    cert, key = meta.text("tls_client_cert", ""), meta.text("tls_client_key", "")
-    if bool(cert) != bool(key):
-        raise meta.error("tls_client_cert", "tls_client_cert and tls_client_key go together")
-    if not cert:
-        return None
-    context = ssl.create_default_context()
-    try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise meta.error("tls_client_cert", str(exc)) from None
-    return context
 
 
 def _check_subject(topic: str) -> None:
@@ -279,7 +132,9 @@ class JetStreamBroker:
 
     features: frozenset[Feature] = frozenset()
 
-    def __init__(self, settings: _Settings, component_name: str, connect_deadline: float) -> None:
+    def __init__(
+        self, settings: JetStreamSettings, component_name: str, connect_deadline: float
+    ) -> None:
         self._settings = settings
         self._component = component_name
         self._connect_deadline = connect_deadline
@@ -293,7 +148,7 @@ class JetStreamBroker:
     @classmethod
     def from_component(cls, component: Component) -> JetStreamBroker:
         deadline = max(1.0, 0.8 * (component.init_timeout or 5.0))
-        return cls(_settings(component), component.name, deadline)
+        return cls(parse(component), component.name, deadline)
 
     # -- connection -------------------------------------------------------------------------
 
@@ -334,7 +189,9 @@ class JetStreamBroker:
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": RECONNECT_WAIT,
             "token": settings.token,
-            "user_credentials": settings.credentials,
+            "user_credentials": (
+                RawCredentials(settings.credentials) if settings.credentials else None
+            ),
             "tls": settings.tls,
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnect,
@@ -467,7 +324,7 @@ class JetStreamBroker:
         settings = self._settings
         return ConsumerConfig(
             durable_name=name,
-            deliver_policy=settings.deliver_policy,
+            deliver_policy=DeliverPolicy(settings.deliver_policy),
             opt_start_seq=settings.start_sequence,
             opt_start_time=settings.start_time,
             ack_policy=AckPolicy.EXPLICIT,

@@ -10,7 +10,6 @@ import logging
 import math
 import os
 import socket
-import ssl
 import tempfile
 import threading
 import uuid
@@ -18,7 +17,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 import trio
@@ -34,7 +32,7 @@ from filters.pubsub.broker import (
     PubSubError,
     SubscribeRequest,
 )
-from filters.state.metadata import ComponentMetadata
+from filters.pubsub.mqtt_settings import MqttSettings, parse
 
 __all__ = ["MqttBroker", "session_client_id"]
 
@@ -44,85 +42,9 @@ PUBLISH_TIMEOUT = 20.0  # seconds for the broker to confirm a publish (Dapr's de
 CONNECT_TIMEOUT = 10.0  # seconds for the first CONNACK in init
 REDELIVERY_DELAY = 0.1  # seconds before a message the app did not take is offered again
 KEEPALIVE = 30  # seconds
-PLAIN_SCHEMES = {"tcp": 1883, "mqtt": 1883}
-TLS_SCHEMES = {"ssl": 8883, "tls": 8883, "mqtts": 8883, "tcps": 8883}
 
 
-@dataclass(frozen=True, slots=True)
-class _Settings:
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-    tls: ssl.SSLContext | None
-    qos: int
-    retain: bool
-    clean_session: bool
-
-
-def _settings(component: Component) -> _Settings:
-    meta = ComponentMetadata(component, error=PubSubError, kind="pubsub")
-    url = meta.text("url", "")
-    if not url:
-        raise meta.error("url", "required (tcp://host:port or ssl://host:port)")
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in PLAIN_SCHEMES and scheme not in TLS_SCHEMES:
-        raise meta.error(
-            "url", f"scheme {parts.scheme!r} is not tcp://, mqtt://, ssl:// or mqtts://"
-        )
-    try:
-        port = parts.port or {**PLAIN_SCHEMES, **TLS_SCHEMES}[scheme]
-    except ValueError as exc:
-        raise meta.error("url", str(exc)) from None
-    if not parts.hostname:
-        raise meta.error("url", f"no host in {url!r}")
-    qos = meta.integer("qos", 1)
-    if qos not in (0, 1, 2):
-        raise meta.error("qos", f"expected 0, 1 or 2, got {qos}")
-    return _Settings(
-        host=parts.hostname,
-        port=port,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-        tls=_tls_context(meta, scheme in TLS_SCHEMES),
-        qos=qos,
-        retain=meta.flag("retain"),
-        clean_session=meta.flag("cleanSession"),
-    )
-
-
-def _tls_context(meta: ComponentMetadata, enabled: bool) -> ssl.SSLContext | None:
-    ca, cert, key = (meta.text(k, "") for k in ("caCert", "clientCert", "clientKey"))
-    if not enabled:
-        if ca or cert or key:
-            raise meta.error("url", "caCert, clientCert and clientKey need an ssl:// url")
-        return None
-    if bool(cert) != bool(key):
-        raise meta.error("clientKey" if cert else "clientCert", "clientCert needs clientKey")
-    try:
-        context = ssl.create_default_context(cadata=ca or None)
-    except (ssl.SSLError, ValueError) as exc:
-        raise meta.error("caCert", f"not a PEM certificate: {exc}") from None
-    if cert:
-        _load_client_certificate(meta, context, cert, key)
-    return context
-
-
-def _load_client_certificate(
-    meta: ComponentMetadata, context: ssl.SSLContext, cert: str, key: str
-) -> None:
-    with tempfile.TemporaryDirectory() as directory:  # ssl reads certificates from files only
-        cert_file, key_file = Path(directory, "cert.pem"), Path(directory, "key.pem")
-        cert_file.write_text(cert)
-        key_file.write_text(key)
-        try:
-            context.load_cert_chain(cert_file, key_file)
-        except ssl.SSLError as exc:
-            raise meta.error("clientCert", f"unusable certificate or key: {exc}") from None
-
-
-def _new_client(settings: _Settings, client_id: str, *, subscriber: bool) -> mqtt.Client:
+def _new_client(settings: MqttSettings, client_id: str, *, subscriber: bool) -> mqtt.Client:
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
@@ -243,7 +165,7 @@ class MqttBroker:
 
     features: frozenset[Feature] = frozenset({Feature.SUBSCRIBE_WILDCARDS})
 
-    def __init__(self, name: str, settings: _Settings) -> None:
+    def __init__(self, name: str, settings: MqttSettings) -> None:
         self._name = name
         self._settings = settings
         self._client: mqtt.Client | None = None
@@ -254,7 +176,7 @@ class MqttBroker:
 
     @classmethod
     def from_component(cls, component: Component) -> MqttBroker:
-        return cls(component.name, _settings(component))
+        return cls(component.name, parse(component))
 
     @property
     def _address(self) -> str:
@@ -363,7 +285,7 @@ class _Delivery:
 class _Session:
     """One subscription's persistent MQTT session, its client on paho's network thread."""
 
-    def __init__(self, settings: _Settings, *, client_id: str, topic_filter: str) -> None:
+    def __init__(self, settings: MqttSettings, *, client_id: str, topic_filter: str) -> None:
         self._client = _new_client(settings, client_id, subscriber=True)
         self._settings = settings
         self._client_id = client_id

@@ -6,9 +6,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import aio_pika
 import aiormq
@@ -20,7 +18,6 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     DeliveryMode,
 )
-from yarl import URL
 
 from config.dapr.component import Component
 from filters.pubsub.aio import AsyncioThread
@@ -32,7 +29,7 @@ from filters.pubsub.broker import (
     PubSubError,
     SubscribeRequest,
 )
-from filters.state.metadata import ComponentMetadata
+from filters.pubsub.rabbitmq_settings import RabbitMQSettings, parse, ttl_seconds
 
 __all__ = ["RabbitMQBroker"]
 
@@ -44,9 +41,7 @@ CONNECT_TIMEOUT = 10.0  # seconds for init's first connection
 CONFIRM_TIMEOUT = 10.0  # seconds for the broker to confirm one publish
 SETTLE_TIMEOUT = 10.0  # seconds to write one ack or nack
 CLOSE_TIMEOUT = 5.0  # seconds to close a subscription's channel before giving up on it
-MIN_RECONNECT_WAIT = 0.1  # seconds; Dapr allows 0, which would spin against a dead broker
 REDELIVERY_DELAY = 0.05  # seconds before a failed message is handed back to the queue
-EXCHANGE_KINDS = ("fanout", "topic", "direct", "headers")
 # Channel-level refusals that reconnecting cannot cure: the subscription's settings are wrong.
 CONFIG_ERRORS: tuple[type[Exception], ...] = (
     aiormq.exceptions.ChannelPreconditionFailed,
@@ -60,148 +55,6 @@ BROKER_ERRORS: tuple[type[Exception], ...] = (
     TimeoutError,
     RuntimeError,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class _Settings:
-    """The component's metadata, read once."""
-
-    url: URL
-    durable: bool
-    auto_delete: bool
-    auto_ack: bool
-    requeue: bool
-    persistent: bool
-    prefetch: int  # 0: the subscription's concurrency
-    reconnect_wait: float
-    exchange_kind: str
-    dead_letter: bool
-    queue_arguments: Mapping[str, int]
-    ttl: int | None  # seconds; per-message expiration when the publish names none
-    single: bool  # concurrencyMode=single: one handler call at a time
-    client_name: str  # the connection's name in RabbitMQ's management views
-
-
-def _flag(md: ComponentMetadata, key: str, default: bool) -> bool:
-    return md.flag(key) if md.text(key, "") else default
-
-
-def _natural(md: ComponentMetadata, key: str) -> int:
-    value = md.integer(key, 0) or 0
-    if value < 0:
-        raise md.error(key, f"expected a non-negative integer, got {value}")
-    return value
-
-
-def _url(md: ComponentMetadata) -> URL:
-    """connectionString (or Dapr's deprecated `host`), else protocol://user:pass@hostname."""
-    text = md.text("connectionString", "") or md.text("host", "")
-    protocol = md.text("protocol", "")
-    if text:
-        url = URL(text)
-        if url.scheme not in ("amqp", "amqps"):
-            raise md.error("connectionString", f"expected an amqp:// or amqps:// URL, got {text!r}")
-        if protocol and protocol != url.scheme:
-            raise md.error("protocol", f"{protocol!r} does not match the connection string")
-        return url
-    protocol = protocol or "amqp"
-    if protocol not in ("amqp", "amqps"):
-        raise md.error("protocol", f"expected amqp or amqps, got {protocol!r}")
-    hostname = md.text("hostname", "localhost")
-    user = quote(md.text("username", ""), safe="")
-    password = quote(md.text("password", ""), safe="")
-    auth = f"{user}:{password}@" if password else f"{user}@" if user else ""
-    return URL(f"{protocol}://{auth}{hostname}")
-
-
-def _connection_url(md: ComponentMetadata) -> URL:
-    """The URL with Dapr's heartBeat (default 10s) unless the connection string sets one."""
-    url = _url(md)
-    heartbeat = md.duration("heartBeat", 10.0)
-    if "heartbeat" in url.query or not heartbeat:
-        return url
-    return url.update_query(heartbeat=max(1, round(heartbeat)))
-
-
-def _delivery_persistent(md: ComponentMetadata, durable: bool) -> bool:
-    """Dapr's deliveryMode (0 or 1 transient, 2 persistent); unset: persistent when durable."""
-    mode = md.integer("deliveryMode", None)
-    if mode is None:
-        return durable
-    if mode not in (0, 1, 2):
-        raise md.error("deliveryMode", f"expected 0, 1 or 2, got {mode}")
-    return mode == 2
-
-
-def _exchange_kind(md: ComponentMetadata) -> str:
-    kind = md.text("exchangeKind", "fanout").lower()
-    if kind not in EXCHANGE_KINDS:
-        raise md.error("exchangeKind", f"expected one of {', '.join(EXCHANGE_KINDS)}, got {kind!r}")
-    return kind
-
-
-def _concurrency_single(md: ComponentMetadata) -> bool:
-    mode = md.text("concurrencyMode", "parallel").lower()
-    if mode not in ("parallel", "single"):
-        raise md.error("concurrencyMode", f"expected parallel or single, got {mode!r}")
-    return mode == "single"
-
-
-def _unsupported(md: ComponentMetadata) -> None:
-    if _flag(md, "saslExternal", False):
-        raise md.error("saslExternal", "SASL EXTERNAL is not supported by meshwire")
-    for key in ("caCert", "clientCert", "clientKey"):
-        if md.text(key, ""):
-            raise md.error(key, "certificates are not supported; use amqps:// with system CAs")
-
-
-def _queue_arguments(md: ComponentMetadata) -> dict[str, int]:
-    arguments = {}
-    if max_len := _natural(md, "maxLen"):
-        arguments["x-max-length"] = max_len
-    if max_len_bytes := _natural(md, "maxLenBytes"):
-        arguments["x-max-length-bytes"] = max_len_bytes
-    return arguments
-
-
-def _ttl(value: str, error: Exception) -> int | None:
-    if not value:
-        return None
-    try:
-        seconds = int(value)
-    except ValueError:
-        raise error from None
-    if seconds < 0:
-        raise error
-    return seconds
-
-
-def _settings(md: ComponentMetadata, name: str) -> _Settings:
-    _unsupported(md)
-    durable = _flag(md, "durable", True)
-    dead_letter = _flag(md, "enableDeadLetter", False)
-    ttl_text = md.text("ttlInSeconds", "")
-    return _Settings(
-        url=_connection_url(md),
-        durable=durable,
-        auto_delete=_flag(md, "deletedWhenUnused", False),
-        auto_ack=_flag(md, "autoAck", False),
-        # At-least-once: a failed message goes back to its queue unless a dead-letter
-        # queue is there to take it; an explicit requeueInFailure=false still drops it.
-        requeue=_flag(md, "requeueInFailure", not dead_letter),
-        persistent=_delivery_persistent(md, durable),
-        prefetch=_natural(md, "prefetchCount"),
-        reconnect_wait=max(
-            MIN_RECONNECT_WAIT,
-            md.duration("reconnectWaitSeconds", md.duration("reconnectWait", 3.0)),
-        ),
-        exchange_kind=_exchange_kind(md),
-        dead_letter=dead_letter,
-        queue_arguments=_queue_arguments(md),
-        ttl=_ttl(ttl_text, md.error("ttlInSeconds", f"expected whole seconds, got {ttl_text!r}")),
-        single=_concurrency_single(md),
-        client_name=md.text("clientName", f"meshwire {name}"),
-    )
 
 
 def _headers(incoming: AbstractIncomingMessage) -> dict[str, str]:
@@ -221,7 +74,7 @@ class RabbitMQBroker:
 
     features: frozenset[Feature] = frozenset({Feature.MESSAGE_TTL})
 
-    def __init__(self, name: str, settings: _Settings) -> None:
+    def __init__(self, name: str, settings: RabbitMQSettings) -> None:
         self._name = name
         self._settings = settings
         self._thread = AsyncioThread(f"pubsub-rabbitmq-{name}")
@@ -231,8 +84,7 @@ class RabbitMQBroker:
 
     @classmethod
     def from_component(cls, component: Component) -> RabbitMQBroker:
-        md = ComponentMetadata(component, error=PubSubError, kind="pubsub")
-        return cls(component.name, _settings(md, component.name))
+        return cls(component.name, parse(component))
 
     async def init(self) -> None:
         self._thread.start()
@@ -282,7 +134,7 @@ class RabbitMQBroker:
     def _outgoing(self, request: PublishRequest) -> aio_pika.Message:
         text = request.metadata.get("ttlInSeconds", "").strip()
         error = PubSubError(f"pubsub {self._name}: ttlInSeconds: expected whole seconds: {text!r}")
-        ttl = _ttl(text, error)
+        ttl = ttl_seconds(text, error)
         ttl = self._settings.ttl if ttl is None else ttl
         priority = request.metadata.get("priority", "").strip()
         if priority and not (priority.isdigit() and int(priority) <= 255):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from config.dapr.component import DEFAULT_INIT_TIMEOUT, Component
-from filters.backends import BackendKind, ComponentInitError
+from filters.backends import BackendKind, BackendType, ComponentInitError
 from filters.pubsub.broker import Broker, PubSubError
 
 __all__ = [
@@ -19,15 +19,25 @@ __all__ = [
 
 DEFAULT_PUBSUB = "pubsub"
 
-# Component type → (module, class, whether its factory takes `data_dir`). Imported only when a
-# Component asks for the type, so a backend whose client is missing fails that Component alone.
-BACKENDS: dict[str, tuple[str, str, bool]] = {
-    "pubsub.in-memory": ("filters.pubsub.memory", "MemoryBroker", False),
-    "pubsub.sqlite": ("filters.pubsub.sqlite", "SqliteBroker", True),
-    "pubsub.redis": ("filters.pubsub.redis", "RedisBroker", False),
-    "pubsub.jetstream": ("filters.pubsub.jetstream", "JetStreamBroker", False),
-    "pubsub.rabbitmq": ("filters.pubsub.rabbitmq", "RabbitMQBroker", False),
-    "pubsub.mqtt3": ("filters.pubsub.mqtt", "MqttBroker", False),
+# Component type → its backend and, for those on a client library, the metadata checks
+# `meshwire validate` runs without importing it (filters/backends.py).
+BACKENDS: dict[str, BackendType] = {
+    "pubsub.in-memory": BackendType("filters.pubsub.memory:MemoryBroker"),
+    "pubsub.sqlite": BackendType("filters.pubsub.sqlite:SqliteBroker", takes_data_dir=True),
+    "pubsub.redis": BackendType(
+        "filters.pubsub.redis:RedisBroker",
+        check="filters.pubsub.redis_settings:RedisPubSubSettings.parse",
+    ),
+    "pubsub.jetstream": BackendType(
+        "filters.pubsub.jetstream:JetStreamBroker",
+        check="filters.pubsub.jetstream_settings:parse",
+    ),
+    "pubsub.rabbitmq": BackendType(
+        "filters.pubsub.rabbitmq:RabbitMQBroker", check="filters.pubsub.rabbitmq_settings:parse"
+    ),
+    "pubsub.mqtt3": BackendType(
+        "filters.pubsub.mqtt:MqttBroker", check="filters.pubsub.mqtt_settings:parse"
+    ),
 }
 
 

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import celpy
-from celpy import celtypes
-from celpy.adapter import json_to_cel
+if TYPE_CHECKING:
+    from filters.pubsub.cel import CelProgram
 
 __all__ = ["CompiledRule", "RouteError", "Routes", "compile_rule"]
-
-_env = celpy.Environment()
 
 
 class RouteError(ValueError):
@@ -23,17 +20,17 @@ class RouteError(ValueError):
 class CompiledRule:
     match: str
     path: str
-    program: Any  # celpy Runner; None: the empty match, which always holds
+    program: CelProgram | None  # None: the empty match, which always holds
 
 
 def compile_rule(match: str, path: str) -> CompiledRule:
+    """The CEL engine is imported here, by the first rule with a `match`: a sidecar whose
+    subscriptions have none (most) never loads it."""
     if not match.strip():
         return CompiledRule(match, path, None)
-    try:
-        program = _env.program(_env.compile(match))
-    except Exception as exc:  # celpy raises its own parse and compile errors
-        raise RouteError(f"invalid CEL expression {match!r}: {exc}") from None
-    return CompiledRule(match, path, program)
+    from filters.pubsub.cel import compile_match
+
+    return CompiledRule(match, path, compile_match(match))
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +41,13 @@ class Routes:
     default: str | None
 
     def choose(self, event: Mapping[str, object]) -> str | None:
-        if self.rules:
-            activation = {"event": json_to_cel(dict(event))}
-            for rule in self.rules:
-                if rule.program is None:
-                    return rule.path
-                result = rule.program.evaluate(activation)
-                if not isinstance(result, celtypes.BoolType):
-                    raise RouteError(
-                        f"the CEL expression {rule.match!r} did not evaluate to a boolean"
-                    )
-                if bool(result):
-                    return rule.path
+        activation: dict[str, Any] | None = None
+        for rule in self.rules:
+            program = rule.program
+            if program is None:
+                return rule.path
+            if activation is None:
+                activation = program.activation(event)
+            if program.holds(activation):
+                return rule.path
         return self.default

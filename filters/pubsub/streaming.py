@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
-from dapr.proto.runtime.v1 import dapr_pb2
 from google.protobuf import message_factory
 from google.protobuf.message import Message
 
 from config.dapr.resolve import resolve_component_policy
+from filters.dapr.protos import dapr_pb2
 from filters.pubsub.broker import SubscribeRequest
 from filters.pubsub.delivery import (
     BulkEntry,

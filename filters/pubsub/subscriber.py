@@ -12,7 +12,7 @@ from config.dapr.resolve import resolve_component_policy
 from config.dapr.subscription import Subscription as SubscriptionResource
 from exporters.dapr_metrics import DaprMetrics
 from exporters.spans import SpanRecorder
-from filters.dapr.app_callback import read_body
+from filters.dapr.bodies import read_body
 from filters.dapr.params import metadata_value
 from filters.pubsub.broker import PubSubError, SubscribeRequest
 from filters.pubsub.bulk import BulkRoutes

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from urllib.parse import parse_qs
 
-from filters.dapr.app_callback import read_body
+from filters.dapr.bodies import read_body
 from filters.dapr.params import (
     BadJson,
     BadParam,

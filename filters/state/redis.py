@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 import redis
@@ -14,7 +12,7 @@ from redis.retry import Retry
 
 from config.dapr.component import Component
 from filters.dapr.params import printable
-from filters.state.metadata import ComponentMetadata
+from filters.state.redis_settings import RedisSettings, parse
 from filters.state.store import (
     DeleteRequest,
     ETagInvalid,
@@ -32,7 +30,6 @@ __all__ = ["RedisSettings", "RedisStore"]
 
 T = TypeVar("T")
 
-DEFAULT_POOL_SIZE = 10 * (os.cpu_count() or 1)  # go-redis: 10 connections per CPU
 
 # One script applies every write (a single set/delete is a one-operation transaction), so the
 # etag / first-write checks and the writes happen atomically on the server: writers in other
@@ -83,28 +80,6 @@ return 0
 """
 
 
-@dataclass(frozen=True, slots=True)
-class RedisSettings:
-    """Dapr's `state.redis` metadata (components-contrib redis settings), with its defaults."""
-
-    host: str
-    port: int = 6379
-    username: str | None = None
-    password: str | None = None
-    db: int = 0
-    tls: bool = False
-    max_retries: int = 3
-    max_retry_backoff: float = 2.0
-    dial_timeout: float = 5.0
-    read_timeout: float = 3.0
-    pool_size: int = DEFAULT_POOL_SIZE
-    default_ttl: int | None = None  # ttlInSeconds: for saves that give none
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
 class RedisStore:
     """Values live as Dapr's do: a hash per key with `data` (the bytes) and `version` (the
     etag), plus `contentType` when one was given. Every blocking call runs on a worker thread
@@ -140,29 +115,7 @@ class RedisStore:
     @classmethod
     def from_component(cls, component: Component) -> RedisStore:
         """The store for a `state.redis` Component; StateError names a bad metadata value."""
-        meta = ComponentMetadata(component)
-        if meta.text("redisType", "node").lower() != "node" or meta.flag("failover"):
-            raise meta.error("redisType", "only a single node is supported (no cluster/sentinel)")
-        host, port = _split_host(meta.text("redisHost", ""), meta)
-        ttl = meta.integer("ttlInSeconds", None)
-        retries = meta.integer("redisMaxRetries", None)
-        if retries is None:
-            retries = meta.integer("maxRetries", 3) or 0
-        settings = RedisSettings(
-            host=host,
-            port=port,
-            username=meta.text("redisUsername", "") or None,
-            password=meta.text("redisPassword", "") or None,
-            db=meta.integer("redisDB", 0) or 0,
-            tls=meta.flag("enableTLS"),
-            max_retries=max(0, retries),
-            max_retry_backoff=meta.duration("maxRetryBackoff", 2.0),
-            dial_timeout=meta.duration("dialTimeout", 5.0),
-            read_timeout=meta.duration("readTimeout", 3.0),
-            pool_size=meta.integer("poolSize", None) or DEFAULT_POOL_SIZE,
-            default_ttl=ttl if ttl is not None and ttl > 0 else None,
-        )
-        return cls(settings, name=component.name)
+        return cls(parse(component), name=component.name)
 
     async def init(self) -> None:
         await self._run(self._client.ping)
@@ -258,14 +211,3 @@ def _version(key: str, etag: str) -> str:
             f"invalid etag {printable(etag)} for key {printable(key)}: redis etags are numbers"
         )
     return str(int(text))
-
-
-def _split_host(text: str, meta: ComponentMetadata) -> tuple[str, int]:
-    if not text:
-        raise meta.error("redisHost", "is required (host:port)")
-    host, colon, port = text.rpartition(":")
-    if not colon or "]" in port:
-        host, port = text, "6379"
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise meta.error("redisHost", f"expected host:port, got {text!r}")
-    return host.removeprefix("[").removesuffix("]"), int(port)

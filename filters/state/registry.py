@@ -12,7 +12,7 @@ import trio
 
 from config.dapr.component import DEFAULT_INIT_TIMEOUT, Component
 from config.dapr.duration import parse_go_duration
-from filters.backends import BackendKind, ComponentInitError, open_all
+from filters.backends import BackendKind, BackendType, ComponentInitError, open_all
 from filters.dapr.params import metadata_value
 from filters.state.keys import IllegalKey, KeyScheme, prefix_for
 from filters.state.observe import db_system
@@ -25,14 +25,16 @@ ACTOR_FLAG = "actorStateStore"
 CLEANUP_INTERVAL = "cleanupInterval"
 DEFAULT_CLEANUP_INTERVAL = 3600.0  # seconds; Dapr's SQL stores purge expired rows hourly
 
-# Component type → (module, class, whether its factory takes `data_dir`). Imported only when a
-# Component asks for the type, so a backend that is missing fails that Component alone.
-_BACKENDS: dict[str, tuple[str, str, bool]] = {
-    "state.in-memory": ("filters.state.memory", "MemoryStore", False),
-    "state.sqlite": ("filters.state.sqlite", "SqliteStore", True),
-    "state.redis": ("filters.state.redis", "RedisStore", False),
-    "state.postgresql": ("filters.state.postgres", "PostgresStore", False),
-    "state.postgres": ("filters.state.postgres", "PostgresStore", False),
+# Component type → its backend and, for those on a client library, the metadata checks
+# `meshwire validate` runs without importing it (filters/backends.py).
+_BACKENDS: dict[str, BackendType] = {
+    "state.in-memory": BackendType("filters.state.memory:MemoryStore"),
+    "state.sqlite": BackendType("filters.state.sqlite:SqliteStore", takes_data_dir=True),
+    "state.redis": BackendType(
+        "filters.state.redis:RedisStore", check="filters.state.redis_settings:parse"
+    ),
+    "state.postgresql": BackendType("filters.state.postgres:PostgresStore"),
+    "state.postgres": BackendType("filters.state.postgres:PostgresStore"),
 }
 
 

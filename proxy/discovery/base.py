@@ -69,17 +69,20 @@ def build_resolver(
     Raises ValueError naming the component and the bad key when the configuration is wrong.
     Does no I/O: databases are opened and DNS servers asked on first use.
     """
-    # Imported here: the backends import Instance from this module.
-    from proxy.discovery.dns import DnsResolver
-    from proxy.discovery.sqlite import SqliteResolver
-    from proxy.discovery.static import StaticResolver
-
+    # Imported here, each backend only when named: they import Instance from this module, and
+    # `dns` brings dnspython, which a sidecar that does not resolve through DNS never needs.
     match component:
         case "sqlite" | "mdns":
+            from proxy.discovery.sqlite import SqliteResolver
+
             return SqliteResolver.from_config(configuration, data_dir=data_dir)
         case "static":
+            from proxy.discovery.static import StaticResolver
+
             return StaticResolver.from_config(configuration)
         case "dns":
+            from proxy.discovery.dns import DnsResolver
+
             return DnsResolver.from_config(configuration)
     raise ValueError(
         f"nameResolution: unknown component {component!r} (expected sqlite, mdns, static or dns)"

@@ -1,17 +1,17 @@
-"""gRPC status: the codes, GrpcError, status trailers with rich details, timeouts, HTTP mappings."""
+"""gRPC status: the codes, GrpcError, status trailers, timeouts, HTTP mappings (no protobuf)."""
 
 from __future__ import annotations
 
 import enum
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from google.protobuf import any_pb2, descriptor_pool, message_factory
-from google.protobuf.message import DecodeError, Message
-from google.rpc.status_pb2 import Status
-
-from proxy.grpc.metadata import b64decode_bin, b64encode_bin, incoming_metadata
+from proxy.grpc.metadata import incoming_metadata
 from proxy.http.model import Headers, header_get
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 STATUS = b"grpc-status"
 MESSAGE = b"grpc-message"
@@ -107,33 +107,15 @@ def trailers_for(code: StatusCode, message: str = "", details: Sequence[Message]
     headers: Headers = [(STATUS, str(int(code)).encode())]
     if message:
         headers.append((MESSAGE, encode_grpc_message(message)))
-    if details:
-        status = Status(code=int(code), message=message)
-        for detail in details:
-            packed = any_pb2.Any()
-            packed.Pack(detail)
-            status.details.append(packed)
-        headers.append((DETAILS, b64encode_bin(status.SerializeToString())))
+    if details:  # protobuf messages: protobuf is loaded already
+        from proxy.grpc.details import encode_details
+
+        headers.append((DETAILS, encode_details(int(code), message, details)))
     return headers
 
 
 def error_trailers(err: GrpcError) -> Headers:
     return trailers_for(err.code, err.message, err.details)
-
-
-def unpack_details(status: Status) -> tuple[Message, ...]:
-    """Each Any as its concrete message when the type is known to this process, else the Any."""
-    unpacked: list[Message] = []
-    pool = descriptor_pool.Default()
-    for packed in status.details:
-        try:
-            descriptor = pool.FindMessageTypeByName(packed.TypeName())
-        except KeyError:
-            unpacked.append(packed)
-            continue
-        detail = message_factory.GetMessageClass(descriptor)()
-        unpacked.append(detail if packed.Unpack(detail) else packed)
-    return tuple(unpacked)
 
 
 def error_from_headers(headers: Headers) -> GrpcError | None:
@@ -151,14 +133,10 @@ def error_from_headers(headers: Headers) -> GrpcError | None:
     message = decode_grpc_message(message_raw) if message_raw is not None else ""
     details: tuple[Message, ...] = ()
     details_raw = header_get(headers, DETAILS)
-    if details_raw is not None:
-        status = Status()
-        try:
-            status.ParseFromString(b64decode_bin(details_raw))
-        except (DecodeError, ValueError):
-            pass
-        else:
-            details = unpack_details(status)
+    if details_raw is not None:  # protobuf is imported with the first status that has details
+        from proxy.grpc.details import decode_details
+
+        details = decode_details(details_raw)
     return GrpcError(code, message, details, metadata=incoming_metadata(headers))
 
 

@@ -8,15 +8,17 @@ import os
 import signal
 import sys
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import trio
 
 from config.base import Duration, parse_address
 from exporters import process_log
 from proxy.sidecar.options import default_data_dir
-from proxy.tls.ca import CertificateAuthority
 from proxy.tls.errors import CaError
-from proxy.tls.signing_server import SigningService, TokenTable
+
+if TYPE_CHECKING:
+    from proxy.tls.signing_server import SigningService
 
 EXIT_FAILED = 1
 
@@ -60,6 +62,9 @@ def add_ca_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def run_ca_command(args: argparse.Namespace) -> int:
+    # The CA's modules import cryptography: only these commands load them, not `meshwire run`.
+    from proxy.tls.ca import CertificateAuthority
+
     if args.ca_command == "serve":
         return _serve(args)
     if args.directory is None:
@@ -75,6 +80,9 @@ def run_ca_command(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from proxy.tls.ca import CertificateAuthority
+    from proxy.tls.signing_server import SigningService, TokenTable
+
     process_log.configure("info", as_json=False)
     try:
         host, port = parse_address(args.listen)

@@ -9,6 +9,7 @@ import socket
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -19,7 +20,6 @@ from exporters.dapr_metrics import DaprMetrics
 from exporters.telemetry import Telemetry
 from filters.dapr.resiliency import AppResilience
 from filters.pubsub.components import PubSubs  # pub/sub (S4)
-from filters.pubsub.grpc_app import GrpcAppChannel, discover_grpc  # pub/sub (S4)
 from filters.pubsub.http_app import HttpAppChannel  # pub/sub (S4)
 from filters.pubsub.subscriber import Subscriber, discover_http  # pub/sub (S4)
 from filters.pubsub.subscriptions import TopicSubscription  # pub/sub (S4)
@@ -34,6 +34,9 @@ from proxy.tls.workload import WorkloadIdentity
 from proxy.upstream.cluster import UpstreamCluster
 from proxy.upstream.manager import ClusterManager
 from proxy.version import VERSION
+
+if TYPE_CHECKING:
+    from filters.pubsub.grpc_app import GrpcAppChannel  # pub/sub (S4)
 
 log = logging.getLogger("meshwire.sidecar")
 
@@ -166,6 +169,8 @@ class SidecarRuntime:
         authority = self.app.hosts[0].address.encode()
         channel: HttpAppChannel | GrpcAppChannel
         if self.config.app.protocol == "grpc":
+            from filters.pubsub.grpc_app import GrpcAppChannel, discover_grpc  # protobuf: gRPC apps
+
             channel = GrpcAppChannel(send, authority, token, slots)
             find = partial(discover_grpc, send, authority, token)
         else:

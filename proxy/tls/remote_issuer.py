@@ -18,7 +18,8 @@ from proxy.tls.ca import ENV_TRUST_ANCHORS
 from proxy.tls.errors import CaError
 from proxy.tls.pem import certificate_pem, find_signer, load_certificates, private_key_pem
 from proxy.tls.signing_server import SIGN_PATH, service_id
-from proxy.tls.spiffe import SpiffeId, peer_spiffe_id, spiffe_id_of
+from proxy.tls.spiffe import SpiffeId
+from proxy.tls.svid import peer_spiffe_id, spiffe_id_of
 from proxy.tls.workload_cert import WorkloadCert
 
 ENV_TOKEN = "MESHWIRE_CA_TOKEN"

@@ -1,11 +1,11 @@
-"""SPIFFE ids in Dapr's shape (spiffe://<trust domain>/ns/<namespace>/<app id>) and reading them."""
+"""SPIFFE ids in Dapr's shape (spiffe://<trust domain>/ns/<namespace>/<app id>), parsed strictly."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-from cryptography import x509
+from typing import Any
 
 SCHEME = "spiffe://"
 # SPIFFE-ID spec §2.1 and §2.2: trust domains use lowercase letters, digits, '.', '-' and '_';
@@ -80,25 +80,14 @@ class SpiffeId:
         return f"{SCHEME}{self.trust_domain}/ns/{self.namespace}/{self.app_id}"
 
 
-def spiffe_id_of(cert: x509.Certificate) -> SpiffeId | None:
-    """The SPIFFE id of a certificate: its one URI SAN, parsed; None if absent or invalid."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return None
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+def spiffe_id_in(peer_cert: Mapping[str, Any]) -> SpiffeId | None:
+    """The SPIFFE id of a verified peer certificate in the form ``getpeercert()`` gives: its
+    one URI SAN, parsed; None if absent or invalid (proxy/tls/svid.py reads DER and PEM)."""
+    uris = [value for kind, value in peer_cert.get("subjectAltName", ()) if kind == "URI"]
     # X509-SVID spec §2: an SVID carries exactly one URI SAN.
     if len(uris) != 1:
         return None
     try:
-        return SpiffeId.parse(uris[0])
+        return SpiffeId.parse(str(uris[0]))
     except ValueError:
         return None
-
-
-def peer_spiffe_id(cert_der: bytes) -> SpiffeId | None:
-    """The SPIFFE id in a DER certificate, as ``SSLStream.getpeercert(binary_form=True)`` gives.
-
-    Raises ValueError if ``cert_der`` is not a DER certificate at all.
-    """
-    return spiffe_id_of(x509.load_der_x509_certificate(cert_der))

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import Any
 
 import trio
-from cryptography import x509
 
 from proxy.tls.contexts import add_trust_anchors, load_chain, new_client_context, new_server_context
 from proxy.tls.errors import PeerIdentityError, WorkloadCertError
-from proxy.tls.spiffe import SpiffeId, peer_spiffe_id, spiffe_id_of
+from proxy.tls.spiffe import SpiffeId, spiffe_id_in
 from proxy.tls.stream import PeerCertified
 from proxy.tls.workload_cert import Clock, WorkloadCert, utc_now
 
@@ -26,12 +26,13 @@ MAX_CHECK_INTERVAL = 60.0
 
 
 def check_peer(
-    cert_der: bytes | None, trust_domain: str, expected: SpiffeId | None = None
+    peer_cert: Mapping[str, Any] | None, trust_domain: str, expected: SpiffeId | None = None
 ) -> SpiffeId:
-    """The SPIFFE id in a verified peer certificate, if it is one this side accepts."""
-    if cert_der is None:
+    """The SPIFFE id in a verified peer certificate (``getpeercert()``), if it is one this side
+    accepts."""
+    if not peer_cert:
         raise PeerIdentityError("peer presented no certificate")
-    peer = peer_spiffe_id(cert_der)
+    peer = spiffe_id_in(peer_cert)
     if peer is None:
         raise PeerIdentityError("peer certificate carries no SPIFFE id (exactly one URI SAN)")
     if peer.trust_domain != trust_domain:
@@ -39,14 +40,6 @@ def check_peer(
     if expected is not None and peer != expected:
         raise PeerIdentityError(f"peer is {peer}, expected {expected}")
     return peer
-
-
-def _leaf_identity(cert: WorkloadCert) -> SpiffeId | None:
-    try:
-        leaf = x509.load_pem_x509_certificates(cert.cert_chain_pem)[0]
-    except (ValueError, IndexError):
-        return None
-    return spiffe_id_of(leaf)
 
 
 class WorkloadIdentity:
@@ -107,8 +100,7 @@ class WorkloadIdentity:
     def verify_peer(self, stream: PeerCertified, expected: SpiffeId | None = None) -> SpiffeId:
         """The handshaken peer's SPIFFE id; PeerIdentityError unless ours is its trust domain
         and, when ``expected`` is given, it is exactly that id."""
-        cert_der = stream.getpeercert(binary_form=True)
-        return check_peer(cert_der, self._spiffe_id.trust_domain, expected)
+        return check_peer(stream.getpeercert(), self._spiffe_id.trust_domain, expected)
 
     async def rotate(self) -> None:
         """Issue a new certificate now (in a worker thread) and load it into both contexts."""
@@ -159,9 +151,11 @@ class WorkloadIdentity:
             await trio.sleep(min(remaining, MAX_CHECK_INTERVAL))
 
     def _install(self, cert: WorkloadCert) -> None:
-        if cert.spiffe_id != self._spiffe_id or _leaf_identity(cert) != self._spiffe_id:
+        # The issuers check that the leaf itself names this id (proxy/tls/svid.py): this
+        # module stays clear of cryptography, which a sidecar then never imports.
+        if cert.spiffe_id != self._spiffe_id:
             raise WorkloadCertError(
-                f"certificate for {_leaf_identity(cert)} cannot serve as {self._spiffe_id}"
+                f"certificate for {cert.spiffe_id} cannot serve as {self._spiffe_id}"
             )
         if cert.trust_anchors_pem != self._current.trust_anchors_pem:
             for ctx in (self._server, self._client):

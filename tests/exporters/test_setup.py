@@ -9,7 +9,7 @@ from config import schema
 from exporters.resource import build_resource, signal_url
 from exporters.telemetry import Telemetry
 from exporters.tracing_setup import span_exporters
-from exporters.zipkin import SpecJsonV2Encoder, zipkin_exporter
+from exporters.zipkin_session import zipkin_session
 from proxy.stats import Stats
 
 
@@ -30,9 +30,10 @@ def test_exporters_in_order_and_none_means_no_sdk_tracer() -> None:
     assert isinstance(console, ConsoleSpanExporter)
     for exporter in (otlp, console):
         exporter.shutdown()
-    zipkin = zipkin_exporter(schema.ZipkinExporter())
-    assert isinstance(zipkin.encoder, SpecJsonV2Encoder)
-    zipkin.shutdown()
+    session = zipkin_session(schema.ZipkinExporter().endpoint)  # the Zipkin worker's
+    assert session.headers["Content-Type"] == "application/json"
+    assert not session.trust_env  # proxies read once, not on every POST
+    session.close()
     assert span_exporters(schema.Telemetry()) == []
     stats = Stats()
     assert isinstance(

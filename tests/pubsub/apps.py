@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from filters.dapr.app_callback import read_body
+from filters.dapr.bodies import read_body
 from proxy.http.model import BytesBody, Request, Response
 from tests.integration.harness import backend
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import trio
 from cryptography import x509
 
-from proxy.tls import CertificateAuthority, SpiffeId
+from proxy.tls.ca import CertificateAuthority
+from proxy.tls.spiffe import SpiffeId
 from proxy.tls.workload_cert import Clock, utc_now
 
 # Certificates carry whole seconds; a fixed instant without microseconds compares exactly.

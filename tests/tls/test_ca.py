@@ -16,8 +16,9 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from proxy.tls import CaError, CertificateAuthority
 from proxy.tls.builders import CA_TTL
+from proxy.tls.ca import CertificateAuthority
+from proxy.tls.errors import CaError
 from proxy.tls.workload_cert import DEFAULT_CLOCK_SKEW
 from tests.tls.helpers import FIXED_NOW, TRUST_DOMAIN, FixedClock, new_ca, sid
 
@@ -128,7 +129,7 @@ def test_concurrent_inits_in_processes_end_with_one_root(tmp_path: Path) -> None
     directory = tmp_path / "ca"
     script = (
         "import hashlib, sys\n"
-        "from proxy.tls import CertificateAuthority\n"
+        "from proxy.tls.ca import CertificateAuthority\n"
         "ca = CertificateAuthority.init(sys.argv[1], 'public')\n"
         "print(hashlib.sha256(ca.trust_anchors_pem).hexdigest())\n"
     )

@@ -8,14 +8,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from proxy.tls import (
-    CertificateAuthority,
-    PeerIdentityError,
-    SpiffeId,
-    WorkloadIdentity,
-    check_peer,
-)
+from proxy.tls.ca import CertificateAuthority
 from proxy.tls.contexts import load_chain, new_client_context
+from proxy.tls.errors import PeerIdentityError
+from proxy.tls.spiffe import SpiffeId
+from proxy.tls.workload import WorkloadIdentity, check_peer
 from tests.tls.helpers import (
     attempt_tls,
     echo_once,

@@ -12,8 +12,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from proxy.tls import CaError, CertificateAuthority, InvalidCsrError, SpiffeId
 from proxy.tls.builders import CA_TTL
+from proxy.tls.ca import CertificateAuthority
+from proxy.tls.errors import CaError, InvalidCsrError
+from proxy.tls.spiffe import SpiffeId
 from tests.tls.helpers import FIXED_NOW, FixedClock, chain_certificates, new_ca, sid
 
 

@@ -12,14 +12,10 @@ import pytest
 import trio
 import trio.testing
 
-from proxy.tls import (
-    SpiffeId,
-    WorkloadCert,
-    WorkloadCertError,
-    WorkloadIdentity,
-)
-from proxy.tls.workload import RETRY_INTERVAL
-from proxy.tls.workload_cert import utc_now
+from proxy.tls.errors import WorkloadCertError
+from proxy.tls.spiffe import SpiffeId
+from proxy.tls.workload import RETRY_INTERVAL, WorkloadIdentity
+from proxy.tls.workload_cert import WorkloadCert, utc_now
 from tests.tls.helpers import (
     ShiftedClock,
     attempt_tls,

@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from proxy.tls import CaError, CertificateAuthority, WorkloadIdentity
+from proxy.tls.ca import CertificateAuthority
 from proxy.tls.contexts import load_chain
+from proxy.tls.errors import CaError
 from proxy.tls.remote_issuer import (
     RemoteIssuer,
     SigningRequestRejected,
@@ -29,6 +30,7 @@ from proxy.tls.remote_issuer import (
     SigningServiceUntrusted,
 )
 from proxy.tls.signing_server import MAX_BODY, SigningService, TokenTable
+from proxy.tls.workload import WorkloadIdentity
 from tests.tls.helpers import chain_certificates, new_ca, sid, tls_listener
 
 TOKENS = """\

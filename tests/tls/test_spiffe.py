@@ -10,7 +10,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from proxy.tls import SpiffeId, peer_spiffe_id
+from proxy.tls.spiffe import SpiffeId, spiffe_id_in
+from proxy.tls.svid import peer_spiffe_id
 from tests.tls.helpers import FIXED_NOW
 
 
@@ -116,3 +117,26 @@ def test_peer_spiffe_id_of_a_web_certificate_is_none() -> None:
 def test_peer_spiffe_id_rejects_non_der() -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - cryptography's message is not ours to pin
         peer_spiffe_id(b"not a certificate")
+
+
+@pytest.mark.parametrize(
+    ("sans", "found"),
+    [
+        ((("DNS", "orders.local"), ("URI", "spiffe://public/ns/default/orders")), "orders"),
+        ((), None),
+        ((("DNS", "orders.local"),), None),
+        ((("URI", "https://example.com/orders"),), None),
+        (
+            (("URI", "spiffe://public/ns/default/orders"), ("URI", "spiffe://public/ns/a/b")),
+            None,
+        ),
+    ],
+)
+def test_spiffe_id_in_reads_a_verified_peer_certificate_as_ssl_gives_it(
+    sans: tuple[tuple[str, str], ...], found: str | None
+) -> None:
+    """The `getpeercert()` form the sidecar checks peers with: no cryptography needed."""
+    peer_cert = {"subject": ((("organizationName", "x"),),), "subjectAltName": sans}
+    expected = SpiffeId("public", "default", found) if found else None
+    assert spiffe_id_in(peer_cert) == expected
+    assert spiffe_id_in({}) is None

@@ -10,8 +10,9 @@ import pytest
 import trio
 import trio.testing
 
-from proxy.tls import CertificateAuthority, WorkloadIdentity
+from proxy.tls.ca import CertificateAuthority
 from proxy.tls.stream import TlsStream
+from proxy.tls.workload import WorkloadIdentity
 from tests.tls.helpers import new_ca, sid
 
 
