@@ -12,14 +12,13 @@ import trio
 
 from config.loader import ConfigError, format_problems
 from exporters import process_log
-from filters.backends import ComponentInitError
 from proxy import app as app_module
-from proxy.reasons import os_reason
 from proxy.run_config import UnreadableFile, dump_config, listener_origins, load_run_config
-from proxy.server import BindError, Bound, serve
+from proxy.server import Bound, serve
 from proxy.sidecar.ca_command import add_ca_command, run_ca_command
-from proxy.sidecar.child import AppStartError, app_environment, run_app
+from proxy.sidecar.child import app_environment, run_app
 from proxy.sidecar.options import add_dapr_arguments
+from proxy.start_errors import StartError, leaves, start_failure_lines, start_reason
 from proxy.tls.errors import CaError
 from proxy.validate import add_validate_command, validate
 from proxy.version import VERSION
@@ -28,20 +27,6 @@ EXIT_CONFIG = 2
 SIDECAR_SWITCH_INTERVAL = 0.0005  # seconds; see where it is set
 
 log = logging.getLogger("meshwire")
-
-
-class StartError(Exception):
-    """Start-up could not open something it needs (a file, a directory): one line each."""
-
-    def __init__(self, reasons: Sequence[str]) -> None:
-        self.reasons = list(reasons)
-        super().__init__("; ".join(self.reasons))
-
-
-def _start_reason(exc: BaseException) -> str:
-    if not isinstance(exc, OSError):
-        return str(exc)
-    return f"{exc.filename}: {os_reason(exc)}" if exc.filename else os_reason(exc)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -136,7 +121,7 @@ async def _run(
         try:
             bound = await nursery.start(run_server)
         except* OSError as group:  # a file or directory start-up needed (an access log, …)
-            raise StartError([_start_reason(exc) for exc in _leaves(group)]) from group
+            raise StartError([start_reason(exc) for exc in leaves(group)]) from group
         for name, (host, port) in bound.addresses.items():
             log.info("listening: %s on %s:%d", name, host, port)
         if command and args is not None:
@@ -226,29 +211,12 @@ def _run_command(args: argparse.Namespace, command: Sequence[str]) -> int:
             sys.setswitchinterval(SIDECAR_SWITCH_INTERVAL)
         return trio.run(_run, application, command, args)
     except BaseExceptionGroup as group:
-        # What cannot start (a port, a state store, a broker) ends start-up with its reason.
-        failed, rest = group.split((BindError, ComponentInitError, StartError, AppStartError))
-        if failed is None or rest is not None:
+        lines = start_failure_lines(group, origins)
+        if lines is None:
             raise
-        return _fail(args, [line for exc in _leaves(failed) for line in _explain(exc, origins)])
+        return _fail(args, lines)
     except KeyboardInterrupt:
         return 130
-
-
-def _explain(failure: BaseException, origins: dict[str, str]) -> list[str]:
-    """The lines (one per reason) a start-up failure is shown as."""
-    if isinstance(failure, BindError):
-        return [f"{origins.get(failure.name, f'listener {failure.name}')}: {failure}"]
-    if isinstance(failure, StartError):
-        return [f"meshwire: cannot start: {reason}" for reason in failure.reasons]
-    return [f"meshwire: {failure}"]
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return found
 
 
 def _validate(files: Sequence[str]) -> int:
