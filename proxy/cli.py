@@ -13,7 +13,13 @@ import trio
 from config.loader import ConfigError, format_problems
 from exporters import process_log
 from proxy import app as app_module
-from proxy.run_config import UnreadableFile, dump_config, listener_origins, load_run_config
+from proxy.run_config import (
+    UnreadableFile,
+    concurrency_argument,
+    dump_config,
+    listener_origins,
+    load_run_config,
+)
 from proxy.server import Bound, serve
 from proxy.sidecar.ca_command import add_ca_command, run_ca_command
 from proxy.sidecar.child import app_environment, run_app
@@ -64,6 +70,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-admin", action="store_true", help="run without the admin listener")
     run.add_argument(
         "--access-log", metavar="PATH", help="quick mode: JSON access log ('-' = stdout)"
+    )
+    run.add_argument(
+        "--concurrency",
+        metavar="N",
+        type=concurrency_argument,
+        help="worker processes (default 1: one process, as without the flag; 0 or auto: one per"
+        " CPU). With N > 1 a supervisor starts N workers that share every listener's port"
+        " (SO_REUSEPORT), owns the admin port (stats summed over the workers), restarts a worker"
+        " that dies and drains them all on SIGTERM. Overrides `concurrency:` in the config file",
     )
     run.add_argument(
         "--dapr-config",
