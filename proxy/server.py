@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -14,6 +17,7 @@ from exporters.access_log import AccessLog
 from exporters.telemetry import Instruments
 from proxy.admin.handler import AdminHandler
 from proxy.app import App, ListenerSpec
+from proxy.bind import open_listeners, open_unix_listener
 from proxy.chain import Handler
 from proxy.downstream.context import ConnectionContext, OnComplete
 from proxy.downstream.hangup import HangupSweeper
@@ -21,7 +25,7 @@ from proxy.downstream.idle import IdleConnections
 from proxy.downstream.negotiate import serve_connection
 from proxy.observe import Completion
 from proxy.reasons import os_reason
-from proxy.stats import ListenerStats
+from proxy.stats import ListenerStats, Stats
 
 log = logging.getLogger("meshwire.server")
 
@@ -45,6 +49,27 @@ class Bound:
     """Where each listener ended up (port 0 picks a free one): name → (host, port)."""
 
     addresses: dict[str, tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class Sockets:
+    """How `serve` binds: alone (the defaults), or as one of the --concurrency workers."""
+
+    # Join each listener port's SO_REUSEPORT group, which the kernel spreads connections over.
+    reuse_port: bool = False
+    # Serve the admin endpoints on this Unix socket instead of app.admin: a worker's, which
+    # only its supervisor reads (and whose reads are not counted in the stats it sums).
+    admin_path: str | None = None
+
+
+class AdminPort(Handler, Protocol):
+    """The admin listener's handler; told where every listener ended up once all are bound."""
+
+    bound: dict[str, tuple[str, int]]
+
+
+# Builds the admin handler from the app and the server's shutdown and draining events.
+AdminFactory = Callable[[App, trio.Event, trio.Event], AdminPort]
 
 
 def _spiffe_id(cert: object) -> str | None:
@@ -114,6 +139,8 @@ class _Listener:
                 except OSError:  # gone already
                     await trio.aclose_forcefully(stream)
                     continue
+                if stream.socket.family == socket.AF_UNIX:  # a worker's private admin socket
+                    addr = ("unix", 0)
                 client = addr[0]
                 held = clients.get(client, 0)
                 if held >= limits.max_connections_per_client:
@@ -247,6 +274,8 @@ async def serve(
     app: App,
     shutdown: trio.Event,
     *,
+    binding: Sockets = Sockets(),
+    admin_handler: AdminFactory = AdminHandler,
     task_status: trio.TaskStatus[Bound] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Bind every listener (all before serving any), serve until `shutdown`, then drain.
@@ -260,16 +289,23 @@ async def serve(
     plan: list[tuple[_Listener, list[trio.SocketListener]]] = []
     try:
         for spec in app.listeners:
-            sockets = await _bind(spec.config.name, spec.config.address, spec.host, spec.port)
+            name, address = spec.config.name, spec.config.address
+            sockets = await _bind(name, address, spec.host, spec.port, binding.reuse_port)
             listener = _listener_for(spec, draining, access_logs, app.telemetry.instruments)
             plan.append((listener, sockets))
             bound[spec.config.name] = _sockname(sockets[0])
-        if app.admin is not None:
-            admin = AdminHandler(app, shutdown, draining)
-            admin_stats = ListenerStats(app.stats, "admin")
-            host, port = app.admin
-            address = app.config.admin.address if app.config.admin else f"{host}:{port}"
-            sockets = await _bind("admin", address, host, port)
+        if binding.admin_path is not None or app.admin is not None:
+            admin = admin_handler(app, shutdown, draining)
+            if binding.admin_path is not None:
+                admin_stats = ListenerStats(Stats(), "admin")  # the supervisor's reads: uncounted
+                sockets = [await open_unix_listener(binding.admin_path)]
+            else:
+                assert app.admin is not None
+                admin_stats = ListenerStats(app.stats, "admin")
+                host, port = app.admin
+                address = app.config.admin.address if app.config.admin else f"{host}:{port}"
+                sockets = await _bind("admin", address, host, port, reuse_port=False)
+                bound["admin"] = _sockname(sockets[0])
             admin_listener = _Listener(
                 "admin",
                 admin,
@@ -281,7 +317,6 @@ async def serve(
                 draining,
             )
             plan.append((admin_listener, sockets))
-            bound["admin"] = _sockname(sockets[0])
             admin.bound = bound
     except BaseException:
         for _, sockets in plan:
@@ -322,9 +357,11 @@ async def serve(
             await app.telemetry.aclose()  # flush what is queued; bounded, never raises
 
 
-async def _bind(name: str, address: str, host: str, port: int) -> list[trio.SocketListener]:
+async def _bind(
+    name: str, address: str, host: str, port: int, reuse_port: bool
+) -> list[trio.SocketListener]:
     try:
-        return await trio.open_tcp_listeners(port, host=host)
+        return await open_listeners(host, port, reuse_port=reuse_port)
     except OSError as exc:
         raise BindError(name, address, os_reason(exc)) from exc
 
