@@ -8,6 +8,7 @@ from functools import partial
 
 from config.sidecar import Mtls
 from proxy.tls.ca import CertificateAuthority
+from proxy.tls.errors import WorkloadCertError
 from proxy.tls.remote_issuer import RemoteIssuer
 from proxy.tls.spiffe import SpiffeId
 from proxy.tls.workload import Issuer, WorkloadIdentity
@@ -33,6 +34,16 @@ def make_identity(mtls: Mtls, spiffe_id: SpiffeId, environ: Mapping[str, str]) -
             skew=timedelta(seconds=float(mtls.allowed_clock_skew)),
         )
     return WorkloadIdentity.issue(spiffe_id, issue)
+
+
+def given_identity(cert: WorkloadCert) -> WorkloadIdentity:
+    """A --concurrency worker's identity: its supervisor's certificate, renewed by the
+    supervisor (which installs each renewal); this process never asks the CA."""
+    return WorkloadIdentity(cert, _renewed_by_supervisor)
+
+
+def _renewed_by_supervisor(spiffe_id: SpiffeId) -> WorkloadCert:
+    raise WorkloadCertError(f"{spiffe_id}: a worker's certificate is renewed by its supervisor")
 
 
 def _issue(
