@@ -12,6 +12,7 @@ import trio
 
 from config.loader import ConfigError, format_problems
 from exporters import process_log
+from exporters.telemetry import Telemetry
 from proxy import app as app_module
 from proxy.run_config import (
     UnreadableFile,
@@ -28,6 +29,8 @@ from proxy.start_errors import StartError, leaves, start_failure_lines, start_re
 from proxy.tls.errors import CaError
 from proxy.validate import add_validate_command, validate
 from proxy.version import VERSION
+from proxy.workers.plan import worker_count
+from proxy.workers.supervisor import Supervision, supervise
 
 EXIT_CONFIG = 2
 SIDECAR_SWITCH_INTERVAL = 0.0005  # seconds; see where it is set
@@ -213,12 +216,18 @@ def _run_command(args: argparse.Namespace, command: Sequence[str]) -> int:
     if args.dump_config:
         sys.stdout.write(dump_config(config))
         return 0
+    workers = worker_count(config.concurrency)
     try:
-        application = app_module.build(config)
+        # With workers this process serves none of the App: building it checks the config once,
+        # before any worker starts, and gets the sidecar's one identity; it exports nothing.
+        application = app_module.build(config, Telemetry.noop() if workers > 1 else None)
     except (OSError, ValueError, CaError) as exc:
         return _fail(args, [f"{source}: {exc}"])
     origins = listener_origins(args, config)
     try:
+        if workers > 1:
+            supervision = Supervision(application, workers, args, command, source, origins)
+            return trio.run(supervise, supervision)
         if config.sidecar is not None:
             # Broker clients run on their own threads (paho, asyncio, worker threads); with the
             # default 5 ms switch interval each hand-off to them waits for the busy trio thread

@@ -26,6 +26,7 @@ from proxy.sidecar.options import (
     sidecar_config,
     with_sidecar_settings,
 )
+from proxy.workers.plan import refusals
 
 log = logging.getLogger("meshwire")
 
@@ -121,6 +122,9 @@ def load_run_config(args: argparse.Namespace) -> schema.Config:
     config = _load(args)
     if args.concurrency is not None:  # the flag wins over the file
         config = _replace(config, concurrency=args.concurrency)
+    problems = refusals(config, flags=bool(args.app_id))
+    if problems:
+        raise ConfigError(problems)
     return config
 
 

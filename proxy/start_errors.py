@@ -18,9 +18,17 @@ class StartError(Exception):
         super().__init__("; ".join(self.reasons))
 
 
-# What cannot start (a port, a state store, a broker, the app) ends start-up with its reason;
-# anything else is a bug and keeps its traceback.
-START_ERRORS = (BindError, ComponentInitError, StartError, AppStartError)
+class ReportedStartError(Exception):
+    """Start-up failed in a worker process, which said why in lines of its own."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        self.lines = list(lines)
+        super().__init__("; ".join(self.lines))
+
+
+# What cannot start (a port, a state store, a broker, the app, a worker) ends start-up with
+# its reason; anything else is a bug and keeps its traceback.
+START_ERRORS = (BindError, ComponentInitError, StartError, AppStartError, ReportedStartError)
 
 
 def start_reason(exc: BaseException) -> str:
@@ -37,6 +45,8 @@ def explain(failure: BaseException, origins: dict[str, str]) -> list[str]:
         return [f"{origins.get(failure.name, f'listener {failure.name}')}: {failure}"]
     if isinstance(failure, StartError):
         return [f"meshwire: cannot start: {reason}" for reason in failure.reasons]
+    if isinstance(failure, ReportedStartError):
+        return failure.lines
     return [f"meshwire: {failure}"]
 
 
@@ -56,4 +66,5 @@ def start_failure_lines(
     failed, rest = group.split(START_ERRORS)
     if failed is None or rest is not None:
         return None
-    return [line for exc in leaves(failed) for line in explain(exc, origins)]
+    lines = [line for exc in leaves(failed) for line in explain(exc, origins)]
+    return list(dict.fromkeys(lines))  # workers failing alike: each reason once
