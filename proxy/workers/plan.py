@@ -43,9 +43,9 @@ def refusals(config: schema.Config, *, flags: bool) -> list[Problem]:
         problems.append(
             Problem(
                 where,
-                f"{app.max_concurrency} call(s) to the app at a time cannot be shared by"
-                f" {workers} workers (each gets a share, and needs at least one): use"
-                f" --concurrency {app.max_concurrency} or fewer",
+                f"{app.max_concurrency} call(s) to the app at a time cannot be split over"
+                f" {workers} workers (each needs at least one): allow {workers} or more,"
+                f" or run at most {app.max_concurrency} worker(s)",
             )
         )
     try:
