@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,15 +94,32 @@ async def until_gone(pids: list[int]) -> None:
 
 @asynccontextmanager
 async def supervised(
-    tmp_path: Path, *args: str, workers: int = 2, exit_code: int | None = 0
+    tmp_path: Path,
+    *args: str,
+    workers: int = 2,
+    exit_code: int | None = 0,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Supervised]:
-    """`meshwire run ARGS --concurrency N`, ready (every worker serving) when yielded; at the
-    end SIGTERM, and it must exit with `exit_code` (None: any) leaving no worker behind."""
+    """`meshwire run ARGS --concurrency N [-- CMD]`, ready (every worker serving) when yielded;
+    at the end SIGTERM, and it must exit with `exit_code` (None: any) leaving no worker."""
     admin = free_port()
     log = tmp_path / f"meshwire-{admin}.log"
-    argv = ["run", *args, "--concurrency", str(workers), "--admin", f"127.0.0.1:{admin}"]
+    options = list(args)
+    command: list[str] = []
+    if "--" in options:
+        command = options[options.index("--") :]
+        options = options[: options.index("--")]
+    # A sidecar's admin port is Dapr's metrics port.
+    admin_flag = (
+        ["--metrics-port", str(admin)]
+        if "--app-id" in options
+        else ["--admin", f"127.0.0.1:{admin}"]
+    )
+    argv = ["run", *options, "--concurrency", str(workers), *admin_flag, *command]
     with log.open("wb") as stderr:
-        process = await trio.lowlevel.open_process(meshwire_cmd(*argv), cwd=ROOT, stderr=stderr)
+        process = await trio.lowlevel.open_process(
+            meshwire_cmd(*argv), cwd=ROOT, stderr=stderr, env=env
+        )
     running = Supervised(process, admin, log)
     pids: list[int] = []
     try:
