@@ -26,8 +26,10 @@ def main() -> int:
     args = parser.parse_args()
     if not _bound_to(args.supervisor):
         return 0
-    from proxy.workers.worker import run  # after the request above: imports take seconds
-
+    try:
+        from proxy.workers.worker import run  # after the request above: imports take seconds
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group, the supervisor too
+        return 130
     return run(args.status_fd)
 
 

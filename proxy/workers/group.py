@@ -118,8 +118,12 @@ class WorkerGroup:
         pause = RESTART_PAUSE
         while not self.shutdown.is_set():
             process = start_worker()
-            slot.process = process
             try:
+                certificate = self._certificate
+                await process.send(self._spec_for(slot.index, certificate))
+                slot.process = process  # from now on, renewals are sent to it too
+                if self._certificate is not None and self._certificate is not certificate:
+                    await process.send(Renewed(self._certificate))  # renewed meanwhile
                 status, lines, was_ready = await self._watch(slot, process)
             finally:
                 slot.ready = False
@@ -173,7 +177,6 @@ class WorkerGroup:
         lines: list[str] = []
         was_ready = False
         async with trio.open_nursery() as watchers:
-            await process.send(self._spec_for(slot.index, self._certificate))
             watchers.start_soon(self._drain_on_shutdown, slot, process)
             while (message := await process.receive()) is not None:
                 if isinstance(message, Ready):

@@ -46,25 +46,22 @@ class Supervision:
     origins: dict[str, str]  # where each listener's address was set
 
 
+@dataclass
+class _Outcome:
+    app_exit: int | None = None  # the app's exit status, when it ended on its own
+
+
 async def supervise(run: Supervision) -> int:
     """Serve with N workers until a signal (or the app's exit); the exit code: the app's when
     it ended on its own, else 0 when every worker drained and exited 0, else 1."""
-    app = run.app
     shutdown = trio.Event()
-    exit_code: int | None = None
+    outcome = _Outcome()
     reservations: dict[str, Reservation] = {}
     with tempfile.TemporaryDirectory(prefix="meshwire-workers-") as directory:
         try:
             async with trio.open_nursery() as nursery:
-                addresses = await _reserve(app, reservations)
-                admin_paths = [str(Path(directory) / f"w{i}.sock") for i in range(run.workers)]
-                group = WorkerGroup(
-                    partial(_spec, run, _worker_addresses(addresses), admin_paths),
-                    admin_paths,
-                    shutdown,
-                    float(app.config.drain_timeout),
-                    app.sidecar.identity.current if app.sidecar is not None else None,
-                )
+                addresses = await _reserve(run.app, reservations)
+                group = _group(run, addresses, Path(directory), shutdown)
                 nursery.start_soon(_watch_signals, shutdown, group)
 
                 async def run_group(task_status: trio.TaskStatus[None]) -> None:
@@ -72,33 +69,56 @@ async def supervise(run: Supervision) -> int:
                     nursery.cancel_scope.cancel()  # every worker is gone: so is everything else
 
                 await nursery.start(run_group)
-                admin_app = dataclasses.replace(app, listeners=[], sidecar=None)
-                admin = partial(SupervisorAdmin, group=group, listeners=addresses)
-                bound: Bound = await nursery.start(
-                    partial(serve, admin_app, shutdown, admin_handler=admin)
-                )
-                addresses = {**addresses, **bound.addresses}
-                for name, (host, port) in addresses.items():
-                    log.info("listening: %s on %s:%d", name, host, port)
-                log.info("serving with %d workers", run.workers)
-                if app.sidecar is not None:
-                    internal = addresses.get(app.sidecar.config.internal_listener)
-                    await nursery.start(
-                        _sidecar_duties, app.sidecar, internal[1] if internal else None, group
-                    )
-                if run.command:
-
-                    async def run_child() -> None:
-                        nonlocal exit_code
-                        env = _app_env(run.args, addresses)
-                        exit_code = await run_app(run.command, env, shutdown)
-
-                    nursery.start_soon(run_child)
+                if not shutdown.is_set():  # else a signal came while they started: they stop
+                    await _front(nursery, run, group, addresses, outcome)
         finally:
             for reservation in reservations.values():
                 reservation.close()
     log.info("stopped")
-    return exit_code if exit_code is not None else group.exit_code
+    return outcome.app_exit if outcome.app_exit is not None else group.exit_code
+
+
+def _group(
+    run: Supervision, addresses: dict[str, tuple[str, int]], directory: Path, shutdown: trio.Event
+) -> WorkerGroup:
+    admin_paths = [str(directory / f"w{i}.sock") for i in range(run.workers)]
+    sidecar = run.app.sidecar
+    return WorkerGroup(
+        partial(_spec, run, _worker_addresses(addresses), admin_paths),
+        admin_paths,
+        shutdown,
+        float(run.app.config.drain_timeout),
+        sidecar.identity.current if sidecar is not None else None,
+    )
+
+
+async def _front(
+    nursery: trio.Nursery,
+    run: Supervision,
+    group: WorkerGroup,
+    addresses: dict[str, tuple[str, int]],
+    outcome: _Outcome,
+) -> None:
+    """With every worker serving: the admin port, the sidecar's duties, the app."""
+    shutdown = group.shutdown
+    admin_app = dataclasses.replace(run.app, listeners=[], sidecar=None)
+    admin = partial(SupervisorAdmin, group=group, listeners=addresses)
+    bound: Bound = await nursery.start(partial(serve, admin_app, shutdown, admin_handler=admin))
+    addresses = {**addresses, **bound.addresses}
+    for name, (host, port) in addresses.items():
+        log.info("listening: %s on %s:%d", name, host, port)
+    log.info("serving with %d workers", run.workers)
+    sidecar = run.app.sidecar
+    if sidecar is not None:
+        internal = addresses.get(sidecar.config.internal_listener)
+        await nursery.start(_sidecar_duties, sidecar, internal[1] if internal else None, group)
+    if run.command:
+
+        async def run_child() -> None:
+            env = _app_env(run.args, addresses)
+            outcome.app_exit = await run_app(run.command, env, shutdown)
+
+        nursery.start_soon(run_child)
 
 
 async def _reserve(app: App, reservations: dict[str, Reservation]) -> dict[str, tuple[str, int]]:

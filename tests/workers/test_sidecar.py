@@ -196,3 +196,39 @@ def test_in_memory_components_are_refused_with_workers(tmp_path: Path) -> None:
         " in one process: with concurrency 2 each worker would have its own; use a shared state"
         " store (state.redis, state.sqlite, state.postgresql), or --concurrency 1"
     ]
+
+
+async def test_a_renewed_certificate_reaches_every_worker(tmp_path: Path) -> None:
+    """The supervisor renews the workload certificate at half-life and pushes it: both
+    workers then present the one new certificate."""
+    data = tmp_path / "data"
+    configuration = tmp_path / "config.yaml"
+    configuration.write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: short}\n"
+        "spec:\n  mtls: {workloadCertTTL: 30s, allowedClockSkew: 0s}\n"
+    )
+    args = ["--app-id", "short", "--dapr-http-port", "0", "--dapr-grpc-port", "0"]
+    args += ["--data-dir", str(data), "--config", str(configuration)]
+    async with supervised(tmp_path, *args) as sidecar:
+        internal = json.loads((await sidecar.get("/server_info")).body)["listeners"]
+        port = int(internal["dapr-internal"].rpartition(":")[2])
+        first = set(await _serials(port, data))
+        assert len(first) == 1
+
+        async def renewed() -> bool:
+            return "rotated the workload certificate" in sidecar.stderr()
+
+        await until(renewed, poll=0.2)
+        line = next(
+            line for line in sidecar.stderr().splitlines() if "rotated the workload" in line
+        )
+        serial = int(line.partition("(serial ")[2].partition(",")[0], 16)
+        assert "[worker" not in line  # the supervisor renewed it, not a worker
+        assert {serial} != first
+
+        async def presented() -> bool:
+            return set(await _serials(port, data)) == {serial}
+
+        await until(presented, poll=0.2)
+        name = "http.dapr-internal.downstream_cx_total"
+        assert min([await sidecar.stat(name, worker=i) for i in (0, 1)]) > 0
