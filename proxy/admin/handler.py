@@ -25,7 +25,7 @@ from proxy.admin.replies import (
 )
 from proxy.app import App
 from proxy.http.model import Request, Response
-from proxy.stats import Stats
+from proxy.stats import Stats, typed_items
 from proxy.version import VERSION
 
 LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
@@ -143,6 +143,11 @@ class AdminHandler:
     def _stats(self, params: dict[str, list[str]]) -> Response:
         if params.get("format", ["text"])[0] == "prometheus":
             return self._prometheus(params)
+        if "types" in params:  # what a --concurrency supervisor sums: every stat, typed
+            typed = typed_items(self._app.stats)
+            return json_reply(
+                200, {"stats": [{"name": n, "value": v, "type": t} for n, v, t in typed]}
+            )
         return stats_reply(stat_items(self._app.stats), params)
 
     def _metrics(self, params: dict[str, list[str]]) -> Response:

@@ -13,7 +13,7 @@ import msgspec
 import trio
 
 from config.schema import to_builtins
-from proxy.admin.handler import logging_levels, set_logging_levels, stat_items
+from proxy.admin.handler import logging_levels, set_logging_levels
 from proxy.admin.prometheus import render as render_prometheus
 from proxy.admin.replies import (
     JSON,
@@ -26,9 +26,18 @@ from proxy.admin.replies import (
 )
 from proxy.app import App
 from proxy.http.model import Request, Response
+from proxy.stats import typed_items
 from proxy.version import VERSION
 from proxy.workers.group import Slot, WorkerGroup
-from proxy.workers.merge import sum_clusters, sum_expositions, sum_stats
+from proxy.workers.merge import (
+    Typed,
+    counters_only,
+    counting_part,
+    sum_clusters,
+    sum_expositions,
+    sum_stats,
+)
+from proxy.workers.retired import Retired
 from proxy.workers.scrape import ScrapeError, fetch
 
 SCRAPE_TIMEOUT = 5.0  # seconds for every worker to answer one admin request
@@ -61,6 +70,9 @@ class SupervisorAdmin:
         self._group = group
         self._listeners = listeners
         self.bound: dict[str, tuple[str, int]] = {}
+        # What workers that died had counted, per endpoint: the sums never go down.
+        self._retired_stats: Retired[Typed] = Retired(counters_only, sum_stats)
+        self._retired_texts: dict[str, Retired[str]] = {}
         self._get: dict[bytes, Endpoint] = {
             b"/": self._index,
             b"/ready": self._ready,
@@ -107,14 +119,17 @@ class SupervisorAdmin:
             return "DRAINING"
         return "LIVE" if self._group.ready else "INITIALIZING"
 
-    async def _gather(self, target: str, method: str = "GET") -> list[bytes]:
-        """Every running worker's answer to `target`, in worker order; Unanswered when one
+    async def _gather(self, target: str, method: str = "GET") -> dict[int, tuple[int, bytes]]:
+        """Every running worker's answer to `target` (slot → (pid, body)); Unanswered when one
         that runs does not answer in time (a worker restarting is not running)."""
         slots = [slot for slot in self._group.slots if slot.ready]
-        answers: dict[int, bytes] = {}
+        answers: dict[int, tuple[int, bytes]] = {}
         failures: dict[int, str] = {}
 
         async def ask(slot: Slot) -> None:
+            if slot.process is None:
+                return
+            pid = slot.process.pid
             try:
                 status, _, body = await fetch(slot.admin_path, target, method)
             except ScrapeError as exc:
@@ -123,7 +138,7 @@ class SupervisorAdmin:
             if status != 200:
                 failures[slot.index] = f"{status} for {target}"
                 return
-            answers[slot.index] = body
+            answers[slot.index] = (pid, body)
 
         with trio.move_on_after(SCRAPE_TIMEOUT):
             async with trio.open_nursery() as nursery:
@@ -134,7 +149,7 @@ class SupervisorAdmin:
                 failures.setdefault(slot.index, f"no answer within {SCRAPE_TIMEOUT:g}s")
         if failures:
             raise Unanswered("; ".join(f"worker {i}: {why}" for i, why in sorted(failures.items())))
-        return [answers[index] for index in sorted(answers)]
+        return answers
 
     async def _one_worker(self, path: str, params: Params) -> Response:
         number = params.pop("worker")[0]
@@ -188,10 +203,13 @@ class SupervisorAdmin:
     async def _stats(self, params: Params) -> Response:
         if params.get("format", ["text"])[0] == "prometheus":
             return await self._prometheus(params)
-        lists = [stat_items(self._app.stats)]
-        for body in await self._gather("/stats?format=json"):
-            lists.append([(s["name"], s["value"]) for s in json.loads(body)["stats"]])
-        return stats_reply(sum_stats(lists), params)
+        fresh = {
+            index: (pid, [(s["name"], s["value"], s["type"]) for s in json.loads(body)["stats"]])
+            for index, (pid, body) in (await self._gather("/stats?format=json&types")).items()
+        }
+        own = typed_items(self._app.stats)  # this process's admin counters
+        lists = [own, *self._retired_stats.answers(self._group.slots, fresh)]
+        return stats_reply([(name, value) for name, value, _ in sum_stats(lists)], params)
 
     async def _prometheus(self, params: Params) -> Response:
         return await self._exposition("/stats/prometheus")
@@ -201,13 +219,15 @@ class SupervisorAdmin:
 
     async def _exposition(self, target: str) -> Response:
         own = render_prometheus(self._app.stats)  # this process's admin counters
-        texts = [own, *(body.decode() for body in await self._gather(target))]
+        fresh = {i: (pid, body.decode()) for i, (pid, body) in (await self._gather(target)).items()}
+        retired = self._retired_texts.setdefault(target, Retired(counting_part, sum_expositions))
+        texts = [own, *retired.answers(self._group.slots, fresh)]
         return reply(200, sum_expositions(texts).encode(), PROMETHEUS)
 
     async def _clusters(self, params: Params) -> Response:
         snapshots = [
             json.loads(body)["cluster_statuses"]
-            for body in await self._gather("/clusters?format=json")
+            for _, body in (await self._gather("/clusters?format=json")).values()
         ]
         return clusters_reply(sum_clusters(snapshots), params)
 

@@ -60,6 +60,29 @@ def sum_expositions(texts: Sequence[str]) -> str:
     return "".join(line + "\n" for line in out)
 
 
+def counting_part(text: str) -> str:
+    """The families of an exposition that only ever grow (counters, histograms): what a
+    worker that died had counted, which the sums keep; its gauges went with it."""
+    kept: list[str] = []
+    keep = False
+    pending = ""  # a family's HELP line, until its TYPE says whether it is kept
+    for line in text.splitlines():
+        parts = line.split(" ", 3)
+        if line.startswith("# HELP "):
+            keep = False
+            pending = line
+            continue
+        if line.startswith("# TYPE ") and len(parts) == 4:
+            keep = parts[3] in ("counter", "histogram")
+            if keep:
+                kept.extend((pending, line) if pending else (line,))
+            pending = ""
+            continue
+        if keep and line and not line.startswith("#"):
+            kept.append(line)
+    return "".join(line + "\n" for line in kept)
+
+
 def _sum(values: Iterable[str]) -> str:
     """Integers stay integers ("12"); otherwise the float as Prometheus' client writes it."""
     texts = list(values)
@@ -70,13 +93,21 @@ def _sum(values: Iterable[str]) -> str:
         return str(floatToGoString(total))  # type: ignore[no-untyped-call]
 
 
-def sum_stats(lists: Iterable[Iterable[tuple[str, int]]]) -> list[tuple[str, int]]:
-    """(name, value) stats summed by name; names sorted, as /stats lists them."""
-    totals: dict[str, int] = {}
+Typed = list[tuple[str, int, str]]  # (name, value, "counter" | "gauge")
+
+
+def sum_stats(lists: Iterable[Typed]) -> Typed:
+    """Typed stats summed by name; names sorted, as /stats lists them."""
+    totals: dict[str, tuple[int, str]] = {}
     for items in lists:
-        for name, value in items:
-            totals[name] = totals.get(name, 0) + value
-    return sorted(totals.items())
+        for name, value, kind in items:
+            totals[name] = (totals.get(name, (0, kind))[0] + value, kind)
+    return [(name, value, kind) for name, (value, kind) in sorted(totals.items())]
+
+
+def counters_only(items: Typed) -> Typed:
+    """What a worker that died had counted (its gauges went with it)."""
+    return [item for item in items if item[2] == "counter"]
 
 
 def sum_clusters(snapshots: Iterable[list[dict[str, object]]]) -> list[dict[str, object]]:

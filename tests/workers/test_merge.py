@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from proxy.workers.merge import sum_clusters, sum_expositions, sum_stats
+from proxy.workers.group import Slot
+from proxy.workers.merge import counting_part, sum_clusters, sum_expositions, sum_stats
+from proxy.workers.retired import Retired
 
 WORKER_0 = """\
 # HELP meshwire_http_downstream_rq_total Downstream requests received.
@@ -83,11 +85,32 @@ def test_every_header_once_and_every_line_a_header_or_a_sample() -> None:
 
 
 def test_stats_add_up_by_name() -> None:
-    assert sum_stats([[("a", 1), ("b", 2)], [("b", 3), ("c", 0)]]) == [
-        ("a", 1),
-        ("b", 5),
-        ("c", 0),
-    ]
+    one = [("a", 1, "counter"), ("b", 2, "gauge")]
+    other = [("b", 3, "gauge"), ("c", 0, "counter")]
+    assert sum_stats([one, other]) == [("a", 1, "counter"), ("b", 5, "gauge"), ("c", 0, "counter")]
+
+
+def test_what_only_grows_is_the_counters_and_histograms() -> None:
+    kept = counting_part(WORKER_1).splitlines()
+    assert "# TYPE meshwire_http_downstream_cx_active gauge" not in kept
+    assert not any(
+        line.startswith(("meshwire_http_downstream_cx_active", "target_info")) for line in kept
+    )
+    assert 'meshwire_http_downstream_rq_total{listener="ingress"} 4' in kept
+    assert "# HELP http_server_request_duration_seconds Duration of HTTP server requests." in kept
+    assert 'http_server_request_duration_seconds_sum{http_route="other"} 0.125' in kept
+
+
+def test_a_dead_workers_counts_stay_in_the_sum() -> None:
+    slots = [Slot(0, "a"), Slot(1, "b")]
+    retired = Retired(counting_part, sum_expositions)
+    assert retired.answers(slots, {0: (10, WORKER_0), 1: (11, WORKER_1)}) == [WORKER_0, WORKER_1]
+    restarting = sum_expositions(retired.answers(slots, {0: (10, WORKER_0)})).splitlines()
+    assert 'meshwire_http_downstream_rq_total{listener="ingress"} 7' in restarting  # kept
+    assert 'meshwire_http_downstream_cx_active{listener="ingress"} 1' in restarting  # gone
+    fresh = WORKER_1.replace("} 4\n", "} 1\n")
+    replaced = sum_expositions(retired.answers(slots, {0: (10, WORKER_0), 1: (12, fresh)}))
+    assert 'meshwire_http_downstream_rq_total{listener="ingress"} 8' in replaced.splitlines()
 
 
 def test_clusters_add_up_by_name_and_host() -> None:

@@ -128,6 +128,13 @@ async def test_a_worker_that_dies_is_replaced_and_quitquitquit_stops_them_all(
 ) -> None:
     listen = free_port()
     async with backend(ok) as upstream, supervised(tmp_path, *quick(listen, upstream)) as mw:
+        for _ in range(REQUESTS):
+            assert (await request(listen, "GET", "/")).status == 200
+        name = "http.ingress.downstream_rq_total"
+        lost = await mw.stat(name, worker=1)
+        assert await mw.stat(name) == REQUESTS  # a scrape: what the sums keep of a dead worker
+        series = 'meshwire_http_downstream_rq_total{listener="ingress"}'
+        assert sample((await mw.get("/stats/prometheus")).body.decode(), series) == REQUESTS
         before = await mw.workers()
         victim = int(str(before[1]["pid"]))
         os.kill(victim, signal.SIGKILL)
@@ -139,8 +146,14 @@ async def test_a_worker_that_dies_is_replaced_and_quitquitquit_stops_them_all(
         assert after[1]["restarts"] == 1
         assert mw.stderr().count("restarting it") == 1
         assert f"worker 1 (pid {victim}) was killed by SIGKILL: restarting it" in mw.stderr()
+        # The new worker starts from zero; the sums keep what the dead one had counted.
+        assert await mw.stat(name, worker=1) == 0 < lost
+        assert await mw.stat(name) == REQUESTS
+        assert sample((await mw.get("/stats/prometheus")).body.decode(), series) == REQUESTS
+        assert await mw.stat("http.ingress.downstream_cx_active") == 0
         for _ in range(4):
             assert (await request(listen, "GET", "/")).status == 200
+        assert await mw.stat(name) == REQUESTS + 4
         assert (await request(mw.admin, "POST", "/quitquitquit")).status == 200
         with trio.fail_after(DEADLINE):
             await mw.process.wait()
