@@ -81,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes (default 1: one process, as without the flag; 0 or auto: one per"
         " CPU). With N > 1 a supervisor starts N workers that share every listener's port"
         " (SO_REUSEPORT), owns the admin port (stats summed over the workers), restarts a worker"
-        " that dies and drains them all on SIGTERM. Overrides `concurrency:` in the config file",
+        " that dies and drains them all on SIGTERM. A sidecar keeps one certificate and one"
+        " name-resolution entry (the supervisor's); worker 0 alone consumes subscriptions;"
+        " in-memory components are refused. Overrides `concurrency:` in the config file",
     )
     run.add_argument(
         "--dapr-config",
