@@ -22,7 +22,7 @@ log = logging.getLogger("meshwire.workers")
 # seconds) stops the group instead, and the supervisor exits 1.
 RESTART_LIMIT = 5
 RESTART_WINDOW = 60.0
-RESTART_PAUSE, RESTART_PAUSE_MAX = 0.1, 5.0  # seconds before a restart, doubling per exit
+RESTART_PAUSE, RESTART_PAUSE_MAX = 0.1, 5.0  # seconds before a restart (doubling, see _fill)
 KILL_GRACE = 15.0  # seconds past drain_timeout (components closing, telemetry flushing)
 
 SpecFor = Callable[[int, WorkloadCert | None], WorkerSpec]
@@ -43,7 +43,7 @@ class Slot:
     process: WorkerProcess | None = None
     ready: bool = False
     restarts: int = 0
-    exit_status: int | None = None  # how it ended once the group stopped
+    exit_status: int | None = None  # how its last worker ended once the group stopped
     exits: collections.deque[float] = field(default_factory=collections.deque)
 
 
@@ -142,7 +142,7 @@ class WorkerGroup:
                 log.error("worker %d: %s", slot.index, line)
             if self._too_many_exits(slot):
                 log.error(
-                    "worker %d (pid %d) %s, its %d exit within %gs: stopping all workers",
+                    "worker %d (pid %d) %s, its exit number %d within %gs: stopping all workers",
                     slot.index,
                     process.pid,
                     describe_exit(status),
@@ -160,9 +160,12 @@ class WorkerGroup:
                 describe_exit(status),
             )
             slot.restarts += 1
+            # One that had served comes back at once; one that cannot start, ever more slowly.
+            pause = RESTART_PAUSE if was_ready else min(pause * 2, RESTART_PAUSE_MAX)
             with trio.move_on_at(trio.current_time() + pause):
                 await self.shutdown.wait()
-            pause = min(pause * 2, RESTART_PAUSE_MAX)
+        if slot.exit_status is None:  # stopped while none ran (between restarts): nothing to drain
+            slot.exit_status = 0
 
     def _too_many_exits(self, slot: Slot) -> bool:
         now = trio.current_time()

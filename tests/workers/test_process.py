@@ -4,6 +4,7 @@ worker is replaced, SIGTERM drains them all, a killed supervisor leaves none beh
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Awaitable, Callable
@@ -158,6 +159,29 @@ async def test_a_worker_that_dies_is_replaced_and_quitquitquit_stops_them_all(
         with trio.fail_after(DEADLINE):
             await mw.process.wait()
         await until_gone([int(str(w["pid"])) for w in after])
+
+
+async def test_a_worker_that_keeps_failing_stops_them_all(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    access = logs / "access.log"
+    listen = free_port()
+    async with (
+        backend(ok) as upstream,
+        supervised(
+            tmp_path, *quick(listen, upstream), "--access-log", str(access), exit_code=1
+        ) as mw,
+    ):
+        workers = await mw.workers()
+        shutil.rmtree(logs)  # a worker started from now on cannot open its access log
+        os.kill(int(str(workers[1]["pid"])), signal.SIGKILL)
+        with trio.fail_after(DEADLINE):
+            await mw.process.wait()
+        await until_gone([int(str(w["pid"])) for w in workers])
+    stderr = mw.stderr()
+    assert stderr.count("restarting it") == 4
+    assert stderr.count(f"worker 1: meshwire: cannot start: {access}: no such file") == 4
+    assert "its exit number 5 within 60s: stopping all workers" in stderr
 
 
 async def test_a_killed_supervisor_leaves_no_worker_behind(tmp_path: Path) -> None:
