@@ -2,19 +2,21 @@
 # CPU per request of meshwire at --concurrency 1 and 2: does the supervisor and N workers cost
 # more CPU per request than one process? One table per run.
 #
-# Usage: bash bench/concurrency.sh [seconds-per-test] [repeats]   (default 10 s, 2 repeats)
-# Rows: N=1 pinned to CPU 1 (as bench/run.sh measures it), N=1 and N=2 unpinned (workers, the
-# backend and wrk share both cores). Each row: wrk -t1 -c16 (HTTP/1.1 keep-alive) to meshwire,
-# meshwire to one nginx worker (keep-alive). CPU = user+sys of every process in meshwire's
-# session (the supervisor and its workers) from /proc, divided by the requests wrk completed.
+# Usage: bash bench/concurrency.sh [seconds-per-test] [repeats]   (default 10 s, 3 repeats)
+# Rows, interleaved in each repeat: N=1 pinned to CPU 1 (as bench/run.sh measures it), N=1 and
+# N=2 unpinned (workers, the backend and the generators share both cores). Each row measures
+# twice: wrk -t1 -c16 (closed loop: the most it serves) and hey at a fixed 500 req/s (the same
+# load whatever N), both HTTP/1.1 keep-alive, meshwire to one nginx worker (keep-alive).
+# CPU = user+sys of every process in meshwire's session (the supervisor and its workers) from
+# /proc, divided by the requests completed. The ports are not bench/run.sh's, so both can run.
 set -uo pipefail
 
 D=${1:-10}
-REPEATS=${2:-2}
+REPEATS=${2:-3}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BACKEND=18080
-LISTEN=19030
-ADMIN=19931
+BACKEND=18188
+LISTEN=19188
+ADMIN=19189
 BODY="hello from backend"
 W=$(mktemp -d -t meshwire-concurrency.XXXXXX)
 PIDS=()
@@ -80,11 +82,17 @@ setsid nginx -e "$W/backend.err" -p "$W" -c "$W/backend.conf" >"$W/backend.log" 
 PIDS+=($!)
 ready "${PIDS[0]}" "$BACKEND" || { echo "backend did not start" >&2; exit 1; }
 
+per_request() {   # per_request TICKS REQUESTS -> CPU microseconds per request
+    awk -v t="$1" -v hz="$CLK_TCK" -v n="${2:-0}" \
+        'BEGIN {if (n > 0) printf "%.0f", t / hz / n * 1e6; else print "-"}'
+}
+
 echo "load    : $(cat /proc/loadavg)  (the box is shared: compare rows of one run)"
-printf '%-12s %6s %8s %9s %11s %13s  %s\n' row repeat "req/s" requests "CPU us/req" "supervisor ms" "requests per worker"
-for row in "N=1 pinned|taskset -c 1|1" "N=1|env|1" "N=2|env|2"; do
-    IFS='|' read -r name pin workers <<<"$row"
-    for ((r = 1; r <= REPEATS; r++)); do
+printf '%-12s %6s %8s %11s %13s %11s %13s  %s\n' row repeat "wrk req/s" "CPU us/req" \
+    "supervisor ms" "@500/s" "CPU us/req" "requests per worker"
+for ((r = 1; r <= REPEATS; r++)); do
+    for row in "N=1 pinned|taskset -c 1|1" "N=1|env|1" "N=2|env|2"; do
+        IFS='|' read -r name pin workers <<<"$row"
         setsid $pin "$ROOT/.venv/bin/meshwire" run --listen "127.0.0.1:$LISTEN" \
             --upstream "http://127.0.0.1:$BACKEND" --admin "127.0.0.1:$ADMIN" \
             --concurrency "$workers" --log-level warning >"$W/mw.log" 2>&1 </dev/null &
@@ -95,23 +103,26 @@ for row in "N=1 pinned|taskset -c 1|1" "N=1|env|1" "N=2|env|2"; do
             tail -5 "$W/mw.log" >&2
             exit 1
         fi
-        curl -s "http://127.0.0.1:$LISTEN/" >/dev/null   # warm both legs of every worker
         t0=$(ticks "$pid") s0=$(own "$pid")
         wrk -t1 -c16 -d"${D}s" "http://127.0.0.1:$LISTEN/" >"$W/wrk.txt" 2>&1
         t1=$(ticks "$pid") s1=$(own "$pid")
         rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$W/wrk.txt")
         reqs=$(awk '/requests in/ {print $1}' "$W/wrk.txt")
+        hey -z "${D}s" -c 10 -q 50 "http://127.0.0.1:$LISTEN/" >"$W/hey.txt" 2>&1
+        t2=$(ticks "$pid")
+        fixed=$(awk '/^Status code distribution:/ {s = 1; next} /^[^ ]/ {s = 0} s && /responses/ {n += $2} END {print n + 0}' "$W/hey.txt")
+        rate=$(awk '$1 == "Requests/sec:" {printf "%.0f", $2}' "$W/hey.txt")
         spread=""
         if ((workers > 1)); then
             for ((i = 0; i < workers; i++)); do
                 spread+=$(curl -s "http://127.0.0.1:$ADMIN/stats?filter=ingress.downstream_rq_total&worker=$i" | awk '{print $2}')" "
             done
         fi
-        us=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="${reqs:-0}" \
-            'BEGIN {if (n > 0) printf "%.0f", t / hz / n * 1e6; else print "-"}')
         sup="-"
         ((workers > 1)) && sup=$(((s1 - s0) * 1000 / CLK_TCK))
-        printf '%-12s %6s %8s %9s %11s %13s  %s\n' "$name" "$r" "${rps:--}" "${reqs:--}" "$us" "$sup" "$spread"
+        printf '%-12s %6s %8s %11s %13s %11s %13s  %s\n' "$name" "$r" "${rps:--}" \
+            "$(per_request $((t1 - t0)) "$reqs")" "$sup" "${rate:--}" \
+            "$(per_request $((t2 - t1)) "$fixed")" "$spread"
         stop "$pid"
     done
 done

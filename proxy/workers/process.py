@@ -68,6 +68,13 @@ class WorkerProcess:
         os.close(self._pidfd)
 
 
+def _import_path() -> str:
+    """The supervisor's sys.path, for the worker to import the very same code: `python -m`
+    would put the working directory first, where a package named like one of ours (a user's
+    `config/`) would shadow it."""
+    return os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path)
+
+
 def start_worker() -> WorkerProcess:
     """Start `python -m proxy.workers`, told this process is its supervisor.
 
@@ -80,6 +87,7 @@ def start_worker() -> WorkerProcess:
         popen = subprocess.Popen(
             [
                 sys.executable,
+                "-P",  # not the working directory first on sys.path: exactly the supervisor's
                 "-m",
                 "proxy.workers",
                 "--status-fd",
@@ -89,6 +97,7 @@ def start_worker() -> WorkerProcess:
             ],
             stdin=subprocess.PIPE,
             pass_fds=(status_write,),
+            env={**os.environ, "PYTHONPATH": _import_path()},
         )
     except BaseException:
         os.close(status_read)

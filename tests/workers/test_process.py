@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tests.workers.helpers import (
     supervised,
     until,
     until_gone,
+    until_ready,
 )
 
 REQUESTS = 40
@@ -222,6 +224,34 @@ def test_a_start_up_failure_in_the_workers_is_one_line(tmp_path: Path) -> None:
     result = _run(*args, "--access-log", str(missing), "--concurrency", "2")
     assert result.returncode == 2
     assert result.stderr == f"meshwire: cannot start: {missing}: no such file or directory\n"
+
+
+async def test_workers_import_the_supervisors_code_whatever_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    """Run from a project with a `config/` package of its own: the `meshwire` script does not
+    look in the working directory, and neither may its workers."""
+    decoy = tmp_path / "project" / "config"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text(
+        "raise ImportError('the project's config, not meshwire's')\n"
+    )
+    meshwire = Path(sys.executable).parent / "meshwire"
+    listen, admin = free_port(), free_port()
+    argv = [str(meshwire), "run", *quick(listen, 9), "--admin", f"127.0.0.1:{admin}"]
+    log = tmp_path / "meshwire.log"
+    with log.open("wb") as stderr:
+        process = await trio.lowlevel.open_process(
+            [*argv, "--concurrency", "2"], cwd=decoy.parent, stderr=stderr
+        )
+    running = Supervised(process, admin, log)
+    try:
+        await until_ready(running)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(DEADLINE):
+            await process.wait()
+    assert process.returncode == 0, log.read_text()
 
 
 def test_a_busy_port_is_the_one_line_it_always_was() -> None:
