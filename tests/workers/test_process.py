@@ -233,9 +233,7 @@ async def test_workers_import_the_supervisors_code_whatever_the_working_director
     look in the working directory, and neither may its workers."""
     decoy = tmp_path / "project" / "config"
     decoy.mkdir(parents=True)
-    (decoy / "__init__.py").write_text(
-        "raise ImportError('the project's config, not meshwire's')\n"
-    )
+    (decoy / "__init__.py").write_text("raise ImportError('the project config, not meshwire')\n")
     meshwire = Path(sys.executable).parent / "meshwire"
     listen, admin = free_port(), free_port()
     argv = [str(meshwire), "run", *quick(listen, 9), "--admin", f"127.0.0.1:{admin}"]
