@@ -10,6 +10,7 @@ import trio
 
 from exporters import process_log
 from proxy import app as app_module
+from proxy.cli import EXIT_CONFIG, SIDECAR_SWITCH_INTERVAL
 from proxy.server import Bound, Sockets, serve
 from proxy.start_errors import StartError, leaves, start_failure_lines, start_reason
 from proxy.tls.errors import CaError
@@ -25,8 +26,6 @@ from proxy.workers.protocol import (
     write_blocking,
 )
 
-EXIT_CONFIG = 2
-SIDECAR_SWITCH_INTERVAL = 0.0005  # seconds, as proxy/cli.py sets it for a sidecar
 SUPERVISOR_FD = 0  # the worker's stdin: the supervisor's messages, its end at the supervisor's
 
 log = logging.getLogger("meshwire.worker")
@@ -46,7 +45,7 @@ def run(status_fd: int) -> int:
             write_blocking(status_fd, Failed([f"{spec.source}: {exc}"]))
             return EXIT_CONFIG
         if spec.config.sidecar is not None:
-            sys.setswitchinterval(SIDECAR_SWITCH_INTERVAL)  # why: see proxy/cli.py
+            sys.setswitchinterval(SIDECAR_SWITCH_INTERVAL)  # why: see where proxy/cli.py sets it
         try:
             return trio.run(_serve, application, spec, status_fd)
         except BaseExceptionGroup as group:
