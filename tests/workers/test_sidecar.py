@@ -232,3 +232,10 @@ async def test_a_renewed_certificate_reaches_every_worker(tmp_path: Path) -> Non
         await until(presented, poll=0.2)
         name = "http.dapr-internal.downstream_cx_total"
         assert min([await sidecar.stat(name, worker=i) for i in (0, 1)]) > 0
+
+        # The app asks whichever worker it reaches to shut the sidecar down: all of it stops.
+        http = int(internal["dapr-http"].rpartition(":")[2])
+        assert (await request(http, "POST", "/v1.0/shutdown")).status == 204
+        with trio.fail_after(60):
+            await sidecar.process.wait()
+    assert "the app asked the sidecar to shut down" in sidecar.stderr()
