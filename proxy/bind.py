@@ -11,33 +11,64 @@ from dataclasses import dataclass
 
 import trio
 
+from proxy.reasons import os_reason
+
+
+class BindError(Exception):
+    """A listener (or the admin port) could not bind its address: in use, not ours, no such
+    host. `name` is the listener's (or "admin"); the caller knows where the address came from."""
+
+    def __init__(self, name: str, address: str, reason: str) -> None:
+        self.name = name
+        self.address = address
+        self.reason = reason
+        super().__init__(f"cannot listen on {address}: {reason}")
+
+
 # trio's default backlog: as many as the system allows (listen() caps it at somaxconn).
 BACKLOG = 0xFFFF
 
 
-async def open_listeners(host: str, port: int, *, reuse_port: bool) -> list[trio.SocketListener]:
+async def open_listeners(
+    name: str, address: str, host: str, port: int, *, reuse_port: bool
+) -> list[trio.SocketListener]:
     """Listen on every address `host` resolves to, as trio.open_tcp_listeners does; with
     `reuse_port`, each socket joins the port's SO_REUSEPORT group, whose members the kernel
-    spreads new connections over (one per worker process)."""
+    spreads new connections over (one per worker process). BindError names listener `name`."""
     if not reuse_port:
-        return await trio.open_tcp_listeners(port, host=host)
-    listeners: list[trio.SocketListener] = []
+        try:
+            return await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:
+            raise BindError(name, address, os_reason(exc)) from exc
+    return listen_on(await bind_shared(name, address, host, port))
+
+
+async def bind_shared(
+    name: str, address: str, host: str, port: int
+) -> list[trio.socket.SocketType]:
+    """SO_REUSEPORT sockets bound on every address `host` resolves to, not yet listening: the
+    kernel gives them no connection until `listen_on`."""
+    socks: list[trio.socket.SocketType] = []
     try:
         for family, type_, proto, sockaddr in await _addresses(host, port):
             sock = trio.socket.socket(family, type_, proto)
-            try:
-                _share(sock, family)
-                await sock.bind(sockaddr)
-                sock.listen(BACKLOG)
-            except BaseException:
-                sock.close()
-                raise
-            listeners.append(trio.SocketListener(sock))
-    except BaseException:
-        for listener in listeners:
-            listener.socket.close()
+            socks.append(sock)
+            _share(sock, family)
+            await sock.bind(sockaddr)
+    except BaseException as exc:
+        for sock in socks:
+            sock.close()
+        if isinstance(exc, OSError):
+            raise BindError(name, address, os_reason(exc)) from exc
         raise
-    return listeners
+    return socks
+
+
+def listen_on(socks: list[trio.socket.SocketType]) -> list[trio.SocketListener]:
+    """Listen on bound sockets: from now on the kernel hands them their share of connections."""
+    for sock in socks:
+        sock.listen(BACKLOG)
+    return [trio.SocketListener(sock) for sock in socks]
 
 
 async def open_unix_listener(path: str) -> trio.SocketListener:
@@ -67,10 +98,17 @@ class Reservation:
             sock.close()
 
 
-async def reserve(host: str, port: int) -> Reservation:
+async def reserve(name: str, address: str, host: str, port: int) -> Reservation:
     """Hold `host:port` for SO_REUSEPORT listeners (port 0: pick one, the same on every
-    address). OSError when it is taken: anything listening there, an SO_REUSEPORT group
+    address). BindError when it is taken: anything listening there, an SO_REUSEPORT group
     included (another meshwire's workers), refuses the probe, which does not share the port."""
+    try:
+        return await _reserve(host, port)
+    except OSError as exc:
+        raise BindError(name, address, os_reason(exc)) from exc
+
+
+async def _reserve(host: str, port: int) -> Reservation:
     found: list[socket.socket] = []
     try:
         for family, type_, proto, sockaddr in await _addresses(host, port):

@@ -17,31 +17,19 @@ from exporters.access_log import AccessLog
 from exporters.telemetry import Instruments
 from proxy.admin.handler import AdminHandler
 from proxy.app import App, ListenerSpec
-from proxy.bind import open_listeners, open_unix_listener
+from proxy.bind import bind_shared, listen_on, open_listeners, open_unix_listener
 from proxy.chain import Handler
 from proxy.downstream.context import ConnectionContext, OnComplete
 from proxy.downstream.hangup import HangupSweeper
 from proxy.downstream.idle import IdleConnections
 from proxy.downstream.negotiate import serve_connection
 from proxy.observe import Completion
-from proxy.reasons import os_reason
 from proxy.stats import ListenerStats, Stats
 
 log = logging.getLogger("meshwire.server")
 
 # Accept errors that mean "out of file descriptors or memory for now": back off, keep listening.
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-
-
-class BindError(Exception):
-    """A listener (or the admin port) could not bind its address: in use, not ours, no such
-    host. `name` is the listener's (or "admin"); the caller knows where the address came from."""
-
-    def __init__(self, name: str, address: str, reason: str) -> None:
-        self.name = name
-        self.address = address
-        self.reason = reason
-        super().__init__(f"cannot listen on {address}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -60,6 +48,10 @@ class Sockets:
     # Serve the admin endpoints on this Unix socket instead of app.admin: a worker's, which
     # only its supervisor reads (and whose reads are not counted in the stats it sums).
     admin_path: str | None = None
+    # Bind now, listen only once this is set (SO_REUSEPORT only): a worker waits for all its
+    # siblings, so that no connection lands before every one can take its share, and none at
+    # all when one of them cannot start.
+    listen_gate: trio.Event | None = None
 
 
 class AdminPort(Handler, Protocol):
@@ -287,13 +279,20 @@ async def serve(
     access_logs: list[AccessLog] = []
     bound: dict[str, tuple[str, int]] = {}
     plan: list[tuple[_Listener, list[trio.SocketListener]]] = []
+    waiting: list[tuple[_Listener, list[trio.socket.SocketType]]] = []  # for the listen gate
     try:
         for spec in app.listeners:
-            name, address = spec.config.name, spec.config.address
-            sockets = await _bind(name, address, spec.host, spec.port, binding.reuse_port)
+            name, address, host, port = spec.config.name, spec.config.address, spec.host, spec.port
+            if binding.listen_gate is not None:
+                bound_only = await bind_shared(name, address, host, port)
+                listener = _listener_for(spec, draining, access_logs, app.telemetry.instruments)
+                waiting.append((listener, bound_only))
+                bound[name] = _sockname(bound_only[0])
+                continue
+            sockets = await open_listeners(name, address, host, port, reuse_port=binding.reuse_port)
             listener = _listener_for(spec, draining, access_logs, app.telemetry.instruments)
             plan.append((listener, sockets))
-            bound[spec.config.name] = _sockname(sockets[0])
+            bound[name] = _sockname(sockets[0].socket)
         if binding.admin_path is not None or app.admin is not None:
             admin = admin_handler(app, shutdown, draining)
             if binding.admin_path is not None:
@@ -304,8 +303,8 @@ async def serve(
                 admin_stats = ListenerStats(app.stats, "admin")
                 host, port = app.admin
                 address = app.config.admin.address if app.config.admin else f"{host}:{port}"
-                sockets = await _bind("admin", address, host, port, reuse_port=False)
-                bound["admin"] = _sockname(sockets[0])
+                sockets = await open_listeners("admin", address, host, port, reuse_port=False)
+                bound["admin"] = _sockname(sockets[0].socket)
             admin_listener = _Listener(
                 "admin",
                 admin,
@@ -322,6 +321,9 @@ async def serve(
         for _, sockets in plan:
             for s in sockets:
                 await trio.aclose_forcefully(s)
+        for _, socks in waiting:
+            for sock in socks:
+                sock.close()
         raise
     try:
         async with app.clusters, trio.open_nursery() as sweepers:
@@ -332,9 +334,16 @@ async def serve(
                 await sweepers.start(app.sidecar.run, bound, shutdown)
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as acceptors:
+                    gate = binding.listen_gate
+                    if gate is not None:
+                        task_status.started(Bound(bound))  # bound; listening once the gate opens
+                        await _first_of(gate, shutdown)
+                        if not shutdown.is_set():
+                            plan.extend((lr, listen_on(socks)) for lr, socks in waiting)
                     for listener, sockets in plan:
                         acceptors.start_soon(listener.accept_loop, sockets, connections)
-                    task_status.started(Bound(bound))
+                    if gate is None:
+                        task_status.started(Bound(bound))
                     await shutdown.wait()
                     log.info(
                         "draining: stop accepting; waiting up to %ss", app.config.drain_timeout
@@ -351,21 +360,27 @@ async def serve(
         for _, sockets in plan:
             for s in sockets:
                 await trio.aclose_forcefully(s)
+        for _, socks in waiting:
+            for sock in socks:
+                sock.close()
         for access in access_logs:
             access.close()
         if app.owns_telemetry:
             await app.telemetry.aclose()  # flush what is queued; bounded, never raises
 
 
-async def _bind(
-    name: str, address: str, host: str, port: int, reuse_port: bool
-) -> list[trio.SocketListener]:
-    try:
-        return await open_listeners(host, port, reuse_port=reuse_port)
-    except OSError as exc:
-        raise BindError(name, address, os_reason(exc)) from exc
+async def _first_of(*events: trio.Event) -> None:
+    """Until any of `events` is set."""
+    async with trio.open_nursery() as nursery:
+        for event in events:
+
+            async def wait(event: trio.Event = event) -> None:
+                await event.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(wait)
 
 
-def _sockname(listener: trio.SocketListener) -> tuple[str, int]:
-    addr = listener.socket.getsockname()
+def _sockname(sock: trio.socket.SocketType) -> tuple[str, int]:
+    addr = sock.getsockname()
     return str(addr[0]), int(addr[1])

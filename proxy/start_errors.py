@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from filters.backends import ComponentInitError
+from proxy.bind import BindError
 from proxy.reasons import os_reason
-from proxy.server import BindError
 from proxy.sidecar.child import AppStartError
 
 

@@ -13,7 +13,7 @@ import trio
 from proxy.start_errors import ReportedStartError
 from proxy.tls.workload_cert import WorkloadCert
 from proxy.workers.process import WorkerProcess, start_worker
-from proxy.workers.protocol import Drain, Failed, Quit, Ready, Renewed, WorkerSpec
+from proxy.workers.protocol import Drain, Failed, Listen, Quit, Ready, Renewed, WorkerSpec
 
 log = logging.getLogger("meshwire.workers")
 
@@ -106,8 +106,12 @@ class WorkerGroup:
 
     def _arrive(self, slot: Slot) -> None:
         self._arrived.add(slot.index)
-        if len(self._arrived) == len(self.slots):
+        if len(self._arrived) == len(self.slots) and not self._all_started.is_set():
             self._all_started.set()
+            assert self._nursery is not None
+            for each in self.slots:  # all bound and up: now every one listens, at once
+                if each.process is not None:
+                    self._nursery.start_soon(each.process.send, Listen())
 
     async def _keep(self, slot: Slot) -> None:
         await self._fill(slot)  # ReportedStartError when its first start fails
@@ -184,7 +188,10 @@ class WorkerGroup:
             while (message := await process.receive()) is not None:
                 if isinstance(message, Ready):
                     slot.ready = was_ready = True
-                    self._arrive(slot)
+                    if self._all_started.is_set():  # a restart: its siblings listen already
+                        await process.send(Listen())
+                    else:
+                        self._arrive(slot)
                 elif isinstance(message, Failed):
                     lines.extend(message.lines)
                 elif isinstance(message, Quit):

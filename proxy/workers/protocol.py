@@ -35,6 +35,12 @@ class WorkerSpec:
 
 
 @dataclass(frozen=True)
+class Listen:
+    """Every worker is ready: listen on the bound ports (so the first connections are spread
+    over all of them, and none is accepted when one of them cannot start)."""
+
+
+@dataclass(frozen=True)
 class Drain:
     """Stop accepting and drain, as on SIGTERM."""
 
@@ -51,7 +57,8 @@ class Renewed:
 
 @dataclass(frozen=True)
 class Ready:
-    """Every listener is bound and the App serves (a sidecar: its components are up)."""
+    """Every listener is bound (listening once told to) and the App is up (a sidecar: its
+    components too)."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ class Quit:
     """The app asked this worker to shut the sidecar down (/v1.0/shutdown): stop them all."""
 
 
-Message = WorkerSpec | Drain | Renewed | Ready | Failed | Quit
+Message = WorkerSpec | Listen | Drain | Renewed | Ready | Failed | Quit
 
 
 def frame(message: Message) -> bytes:

@@ -18,8 +18,7 @@ import trio
 from config import schema
 from proxy.app import App
 from proxy.bind import Reservation, reserve
-from proxy.reasons import os_reason
-from proxy.server import BindError, Bound, serve
+from proxy.server import Bound, serve
 from proxy.sidecar.child import app_environment, run_app
 from proxy.sidecar.role import SidecarRole
 from proxy.sidecar.runtime import SidecarRuntime
@@ -126,10 +125,7 @@ async def _reserve(app: App, reservations: dict[str, Reservation]) -> dict[str, 
     addresses: dict[str, tuple[str, int]] = {}
     for spec in app.listeners:
         name = spec.config.name
-        try:
-            reservations[name] = await reserve(spec.host, spec.port)
-        except OSError as exc:
-            raise BindError(name, spec.config.address, os_reason(exc)) from exc
+        reservations[name] = await reserve(name, spec.config.address, spec.host, spec.port)
         addresses[name] = (spec.host, reservations[name].port)
     return addresses
 

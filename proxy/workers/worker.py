@@ -17,6 +17,7 @@ from proxy.tls.errors import CaError
 from proxy.workers.protocol import (
     Drain,
     Failed,
+    Listen,
     Quit,
     Reader,
     Ready,
@@ -68,7 +69,8 @@ class _Stop:
 async def _serve(application: app_module.App, spec: WorkerSpec, status_fd: int) -> int:
     shutdown = trio.Event()
     stop = _Stop()
-    binding = Sockets(reuse_port=True, admin_path=spec.admin_path)
+    listen = trio.Event()  # set when the supervisor says every worker is ready
+    binding = Sockets(reuse_port=True, admin_path=spec.admin_path, listen_gate=listen)
     async with trio.open_nursery() as nursery:
 
         async def watch_signals() -> None:
@@ -89,7 +91,7 @@ async def _serve(application: app_module.App, spec: WorkerSpec, status_fd: int) 
             nursery.cancel_scope.cancel()  # drained: stop watching signals and the supervisor
 
         nursery.start_soon(watch_signals)
-        nursery.start_soon(_follow_supervisor, application, shutdown, stop)
+        nursery.start_soon(_follow_supervisor, application, shutdown, listen, stop)
         try:
             await nursery.start(run_server)
         except* OSError as group:  # a file or directory start-up needed (an access log, …)
@@ -102,10 +104,10 @@ async def _serve(application: app_module.App, spec: WorkerSpec, status_fd: int) 
 
 
 async def _follow_supervisor(
-    application: app_module.App, shutdown: trio.Event, stop: _Stop
+    application: app_module.App, shutdown: trio.Event, listen: trio.Event, stop: _Stop
 ) -> None:
-    """Drain when the supervisor says so or is gone (the end of its pipe); install the
-    certificates it renews."""
+    """Listen when the supervisor says so; drain when it says so or is gone (the end of its
+    pipe); install the certificates it renews."""
     reader = Reader(trio.lowlevel.FdStream(SUPERVISOR_FD))
     while True:
         message = await reader.next()
@@ -115,7 +117,9 @@ async def _follow_supervisor(
             stop.told = True
             shutdown.set()
             return
-        if isinstance(message, Drain):
+        if isinstance(message, Listen):
+            listen.set()
+        elif isinstance(message, Drain):
             stop.told = True
             shutdown.set()
         elif isinstance(message, Renewed) and application.sidecar is not None:

@@ -199,37 +199,41 @@ def test_in_memory_components_are_refused_with_workers(tmp_path: Path) -> None:
 
 
 async def test_a_renewed_certificate_reaches_every_worker(tmp_path: Path) -> None:
-    """The supervisor renews the workload certificate at half-life and pushes it: both
-    workers then present the one new certificate."""
+    """The supervisor renews the workload certificate at half-life (every 10 s here) and
+    pushes it: the workers, serving all along, then present the one new certificate."""
     data = tmp_path / "data"
     configuration = tmp_path / "config.yaml"
     configuration.write_text(
         "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: short}\n"
-        "spec:\n  mtls: {workloadCertTTL: 30s, allowedClockSkew: 0s}\n"
+        "spec:\n  mtls: {workloadCertTTL: 20s, allowedClockSkew: 0s}\n"
     )
     args = ["--app-id", "short", "--dapr-http-port", "0", "--dapr-grpc-port", "0"]
     args += ["--data-dir", str(data), "--config", str(configuration)]
     async with supervised(tmp_path, *args) as sidecar:
         internal = json.loads((await sidecar.get("/server_info")).body)["listeners"]
         port = int(internal["dapr-internal"].rpartition(":")[2])
-        first = set(await _serials(port, data))
-        assert len(first) == 1
 
-        async def renewed() -> bool:
-            return "rotated the workload certificate" in sidecar.stderr()
+        def renewals() -> list[int]:
+            """The serial of each certificate the supervisor renewed, in order."""
+            lines = [ln for ln in sidecar.stderr().splitlines() if "rotated the workload" in ln]
+            assert not any("[worker" in line for line in lines)  # never a worker
+            return [int(ln.partition("(serial ")[2].partition(",")[0], 16) for ln in lines]
 
-        await until(renewed, poll=0.2)
-        line = next(
-            line for line in sidecar.stderr().splitlines() if "rotated the workload" in line
-        )
-        serial = int(line.partition("(serial ")[2].partition(",")[0], 16)
-        assert "[worker" not in line  # the supervisor renewed it, not a worker
-        assert {serial} != first
+        seen: list[int] = []
 
         async def presented() -> bool:
-            return set(await _serials(port, data)) == {serial}
+            """Every connection presents the latest renewal, a newer one than last time."""
+            found = renewals()
+            if not found or found[-1] in seen:
+                return False
+            if set(await _serials(port, data)) != {found[-1]}:
+                return False
+            seen.append(found[-1])
+            return True
 
-        await until(presented, poll=0.2)
+        await until(presented, poll=0.2)  # a renewal reached both workers
+        await until(presented, poll=0.2)  # and the next one too, while they serve
+        assert len(set(seen)) == 2
         name = "http.dapr-internal.downstream_cx_total"
         assert min([await sidecar.stat(name, worker=i) for i in (0, 1)]) > 0
 
