@@ -5,8 +5,10 @@
 # Usage: bash bench/concurrency.sh [seconds-per-test] [repeats]   (default 10 s, 3 repeats)
 # Rows, interleaved in each repeat: N=1 pinned to CPU 1 (as bench/run.sh measures it), N=1 and
 # N=2 unpinned (workers, the backend and the generators share both cores). Each row measures
-# twice: wrk -t1 -c16 (closed loop: the most it serves) and hey at a fixed 500 req/s (the same
-# load whatever N), both HTTP/1.1 keep-alive, meshwire to one nginx worker (keep-alive).
+# three times, HTTP/1.1 keep-alive, meshwire to one nginx worker (keep-alive): wrk -t1 -c16
+# (closed loop: the most it serves, spread over the workers), hey at a fixed 500 req/s (the same
+# load whatever N), and wrk -t1 -c1 (one connection: one busy worker, the others idle, so any
+# cost of being a worker shows apart from that of several busy processes sharing the cores).
 # CPU = user+sys of every process in meshwire's session (the supervisor and its workers) from
 # /proc, divided by the requests completed. The ports are not bench/run.sh's, so both can run.
 set -uo pipefail
@@ -88,8 +90,8 @@ per_request() {   # per_request TICKS REQUESTS -> CPU microseconds per request
 }
 
 echo "load    : $(cat /proc/loadavg)  (the box is shared: compare rows of one run)"
-printf '%-12s %6s %8s %11s %13s %11s %13s  %s\n' row repeat "wrk req/s" "CPU us/req" \
-    "supervisor ms" "@500/s" "CPU us/req" "requests per worker"
+printf '%-12s %6s %9s %10s %13s %7s %10s %10s  %s\n' row repeat "wrk req/s" "CPU us/req" \
+    "supervisor ms" "@500/s" "CPU us/req" "1 conn" "requests per worker"
 for ((r = 1; r <= REPEATS; r++)); do
     for row in "N=1 pinned|taskset -c 1|1" "N=1|env|1" "N=2|env|2"; do
         IFS='|' read -r name pin workers <<<"$row"
@@ -106,23 +108,28 @@ for ((r = 1; r <= REPEATS; r++)); do
         t0=$(ticks "$pid") s0=$(own "$pid")
         wrk -t1 -c16 -d"${D}s" "http://127.0.0.1:$LISTEN/" >"$W/wrk.txt" 2>&1
         t1=$(ticks "$pid") s1=$(own "$pid")
+        closed=$((t1 - t0))
         rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$W/wrk.txt")
         reqs=$(awk '/requests in/ {print $1}' "$W/wrk.txt")
-        hey -z "${D}s" -c 10 -q 50 "http://127.0.0.1:$LISTEN/" >"$W/hey.txt" 2>&1
-        t2=$(ticks "$pid")
-        fixed=$(awk '/^Status code distribution:/ {s = 1; next} /^[^ ]/ {s = 0} s && /responses/ {n += $2} END {print n + 0}' "$W/hey.txt")
-        rate=$(awk '$1 == "Requests/sec:" {printf "%.0f", $2}' "$W/hey.txt")
         spread=""
         if ((workers > 1)); then
             for ((i = 0; i < workers; i++)); do
-                spread+=$(curl -s "http://127.0.0.1:$ADMIN/stats?filter=ingress.downstream_rq_total&worker=$i" | awk '{print $2}')" "
+                spread+=$(curl -s "http://127.0.0.1:$ADMIN/stats?filter=ingress.downstream_rq_total&worker=$i" | awk '{print $2}')"/"
             done
-        fi
+        fi  # after the closed loop: how the kernel spread its 16 connections
+        t1=$(ticks "$pid")  # (the scrapes above are nobody's requests)
+        hey -z "${D}s" -c 10 -q 50 "http://127.0.0.1:$LISTEN/" >"$W/hey.txt" 2>&1
+        t2=$(ticks "$pid")
+        wrk -t1 -c1 -d"${D}s" "http://127.0.0.1:$LISTEN/" >"$W/wrk1.txt" 2>&1
+        t3=$(ticks "$pid")
+        single=$(awk '/requests in/ {print $1}' "$W/wrk1.txt")
+        fixed=$(awk '/^Status code distribution:/ {s = 1; next} /^[^ ]/ {s = 0} s && /responses/ {n += $2} END {print n + 0}' "$W/hey.txt")
+        rate=$(awk '$1 == "Requests/sec:" {printf "%.0f", $2}' "$W/hey.txt")
         sup="-"
         ((workers > 1)) && sup=$(((s1 - s0) * 1000 / CLK_TCK))
-        printf '%-12s %6s %8s %11s %13s %11s %13s  %s\n' "$name" "$r" "${rps:--}" \
-            "$(per_request $((t1 - t0)) "$reqs")" "$sup" "${rate:--}" \
-            "$(per_request $((t2 - t1)) "$fixed")" "$spread"
+        printf '%-12s %6s %9s %10s %13s %7s %10s %10s  %s\n' "$name" "$r" "${rps:--}" \
+            "$(per_request "$closed" "$reqs")" "$sup" "${rate:--}" \
+            "$(per_request $((t2 - t1)) "$fixed")" "$(per_request $((t3 - t2)) "$single")" "$spread"
         stop "$pid"
     done
 done
