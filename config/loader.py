@@ -151,6 +151,11 @@ class _Checker:
         self.problems: list[Problem] = []
         self.base_dir = base_dir
         self.clusters = [c.name for c in config.clusters]
+        if isinstance(config.concurrency, int) and config.concurrency < 0:
+            self.add(
+                "$.concurrency",
+                f"must be a number of processes, 0 or auto (one per CPU), got {config.concurrency}",
+            )
         self.bound: list[tuple[str, int, str]] = []  # host, port, path of the owner
         if config.admin is not None:
             self.address(config.admin.address, "$.admin.address", bind=True)

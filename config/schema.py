@@ -273,6 +273,9 @@ class Admin(_Frozen, frozen=True):
 
 
 class Config(_Frozen, frozen=True):
+    # Worker processes serving the listeners (SO_REUSEPORT spreads connections over them);
+    # 1 is one process and no supervisor, 0 or "auto" one per CPU this process may run on.
+    concurrency: int | Literal["auto"] = 1
     admin: Admin | None = msgspec.field(default_factory=Admin)
     listeners: list[Listener] = msgspec.field(default_factory=list)
     clusters: list[Cluster] = msgspec.field(default_factory=list)

@@ -59,8 +59,9 @@ def _describe(t: mi.Type) -> str:
         mi.ListType: "list",
         mi.DictType: "object",
         mi.StructType: "object",
-        mi.LiteralType: "str",
     }
+    if isinstance(t, mi.LiteralType):  # in a union (alone, a wrong value is "must be one of")
+        return " or ".join(repr(v) for v in t.values)
     if isinstance(t, mi.CustomType) and t.cls is Duration:
         return "duration"
     if isinstance(t, mi.UnionType):

@@ -29,11 +29,13 @@ class JsonFormatter(logging.Formatter):
     record is always one line.
     """
 
-    def __init__(self, app_id: str | None = None) -> None:
+    def __init__(self, app_id: str | None = None, worker: int | None = None) -> None:
         super().__init__()
-        self._fixed: dict[str, str] = {"instance": socket.gethostname(), "ver": VERSION}
+        self._fixed: dict[str, str | int] = {"instance": socket.gethostname(), "ver": VERSION}
         if app_id:
             self._fixed["app_id"] = app_id
+        if worker is not None:  # one of `run --concurrency` workers: which one
+            self._fixed["worker"] = worker
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
@@ -52,12 +54,22 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(
-    level: str, as_json: bool, app_id: str | None = None, stream: TextIO | None = None
+    level: str,
+    as_json: bool,
+    app_id: str | None = None,
+    stream: TextIO | None = None,
+    worker: int | None = None,
 ) -> None:
     """Route every logger, and Python warnings, to one stderr handler; `level` is
-    debug|info|warn|warning|error."""
+    debug|info|warn|warning|error. A `run --concurrency` worker's lines say which it is."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter(app_id) if as_json else logging.Formatter(TEXT_FORMAT))
+    if as_json:
+        handler.setFormatter(JsonFormatter(app_id, worker))
+    elif worker is not None:
+        worker_format = f"%(asctime)s %(levelname)s %(name)s [worker {worker}]: %(message)s"
+        handler.setFormatter(logging.Formatter(worker_format))
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -22,6 +22,7 @@ from proxy.stats import ListenerStats, Stats
 from proxy.upstream.manager import ClusterManager
 
 if TYPE_CHECKING:
+    from proxy.sidecar.role import SidecarRole
     from proxy.sidecar.runtime import SidecarRuntime
 
 
@@ -110,9 +111,11 @@ def build(
     telemetry: Telemetry | None = None,
     *,
     environ: Mapping[str, str] | None = None,
+    sidecar_role: SidecarRole | None = None,
 ) -> App:
     """Everything from config, once. A given `telemetry` (shared, e.g. by tests) stays the
-    caller's to close; otherwise one is built from `config.telemetry` and owned by the App."""
+    caller's to close; otherwise one is built from `config.telemetry` and owned by the App.
+    `sidecar_role`: a --concurrency worker's share of the sidecar (default: all of it)."""
     stats = Stats()
     owns_telemetry = telemetry is None
     if telemetry is None:
@@ -121,10 +124,16 @@ def build(
     clusters = ClusterManager(config.clusters, stats, telemetry, codec)
     sidecar: SidecarRuntime | None = None
     if config.sidecar is not None:
+        from proxy.sidecar.role import SidecarRole
         from proxy.sidecar.runtime import SidecarRuntime
 
         sidecar = SidecarRuntime(
-            config.sidecar, clusters, stats, telemetry, os.environ if environ is None else environ
+            config.sidecar,
+            clusters,
+            stats,
+            telemetry,
+            os.environ if environ is None else environ,
+            sidecar_role or SidecarRole(),
         )
     listeners: list[ListenerSpec] = []
     for lc in config.listeners:

@@ -13,36 +13,30 @@ import trio
 
 from config.loader import ConfigError, format_problems
 from exporters import process_log
-from filters.backends import ComponentInitError
+from exporters.telemetry import Telemetry
 from proxy import app as app_module
-from proxy.reasons import os_reason
-from proxy.run_config import UnreadableFile, dump_config, listener_origins, load_run_config
-from proxy.server import BindError, Bound, serve
+from proxy.run_config import (
+    UnreadableFile,
+    concurrency_argument,
+    dump_config,
+    listener_origins,
+    load_run_config,
+)
+from proxy.server import Bound, serve
 from proxy.sidecar.ca_command import add_ca_command, run_ca_command
-from proxy.sidecar.child import AppStartError, app_environment, run_app
+from proxy.sidecar.child import app_environment, run_app
 from proxy.sidecar.options import add_dapr_arguments
+from proxy.start_errors import StartError, leaves, start_failure_lines, start_reason
 from proxy.tls.errors import CaError
 from proxy.validate import add_validate_command, validate
 from proxy.version import VERSION
+from proxy.workers.plan import worker_count
+from proxy.workers.supervisor import Supervision, supervise
 
 EXIT_CONFIG = 2
 SIDECAR_SWITCH_INTERVAL = 0.0005  # seconds; see where it is set
 
 log = logging.getLogger("meshwire")
-
-
-class StartError(Exception):
-    """Start-up could not open something it needs (a file, a directory): one line each."""
-
-    def __init__(self, reasons: Sequence[str]) -> None:
-        self.reasons = list(reasons)
-        super().__init__("; ".join(self.reasons))
-
-
-def _start_reason(exc: BaseException) -> str:
-    if not isinstance(exc, OSError):
-        return str(exc)
-    return f"{exc.filename}: {os_reason(exc)}" if exc.filename else os_reason(exc)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,6 +74,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-admin", action="store_true", help="run without the admin listener")
     run.add_argument(
         "--access-log", metavar="PATH", help="quick mode: JSON access log ('-' = stdout)"
+    )
+    run.add_argument(
+        "--concurrency",
+        metavar="N",
+        type=concurrency_argument,
+        help="worker processes (default 1: one process, as without the flag; 0 or auto: one per"
+        " CPU). With N > 1 a supervisor starts N workers that share every listener's port"
+        " (SO_REUSEPORT), owns the admin port (stats summed over the workers), restarts a worker"
+        " that dies and drains them all on SIGTERM. A sidecar keeps one certificate and one"
+        " name-resolution entry (the supervisor's); worker 0 alone consumes subscriptions;"
+        " in-memory components are refused. Overrides `concurrency:` in the config file",
     )
     run.add_argument(
         "--dapr-config",
@@ -143,7 +148,7 @@ async def _run(
         try:
             bound = await nursery.start(run_server)
         except* OSError as group:  # a file or directory start-up needed (an access log, …)
-            raise StartError([_start_reason(exc) for exc in _leaves(group)]) from group
+            raise StartError([start_reason(exc) for exc in leaves(group)]) from group
         for name, (host, port) in bound.addresses.items():
             log.info("listening: %s on %s:%d", name, host, port)
         if command and args is not None:
@@ -220,12 +225,18 @@ def _run_command(args: argparse.Namespace, command: Sequence[str]) -> int:
     if args.dump_config:
         sys.stdout.write(dump_config(config))
         return 0
+    workers = worker_count(config.concurrency)
     try:
-        application = app_module.build(config)
+        # With workers this process serves none of the App: building it checks the config once,
+        # before any worker starts, and gets the sidecar's one identity; it exports nothing.
+        application = app_module.build(config, Telemetry.noop() if workers > 1 else None)
     except (OSError, ValueError, CaError) as exc:
         return _fail(args, [f"{source}: {exc}"])
     origins = listener_origins(args, config)
     try:
+        if workers > 1:
+            supervision = Supervision(application, workers, args, command, source, origins)
+            return trio.run(supervise, supervision)
         if config.sidecar is not None:
             # Broker clients run on their own threads (paho, asyncio, worker threads); with the
             # default 5 ms switch interval each hand-off to them waits for the busy trio thread
@@ -236,29 +247,12 @@ def _run_command(args: argparse.Namespace, command: Sequence[str]) -> int:
         gc.freeze()
         return trio.run(_run, application, command, args)
     except BaseExceptionGroup as group:
-        # What cannot start (a port, a state store, a broker) ends start-up with its reason.
-        failed, rest = group.split((BindError, ComponentInitError, StartError, AppStartError))
-        if failed is None or rest is not None:
+        lines = start_failure_lines(group, origins)
+        if lines is None:
             raise
-        return _fail(args, [line for exc in _leaves(failed) for line in _explain(exc, origins)])
+        return _fail(args, lines)
     except KeyboardInterrupt:
         return 130
-
-
-def _explain(failure: BaseException, origins: dict[str, str]) -> list[str]:
-    """The lines (one per reason) a start-up failure is shown as."""
-    if isinstance(failure, BindError):
-        return [f"{origins.get(failure.name, f'listener {failure.name}')}: {failure}"]
-    if isinstance(failure, StartError):
-        return [f"meshwire: cannot start: {reason}" for reason in failure.reasons]
-    return [f"meshwire: {failure}"]
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return found
 
 
 def _validate(files: Sequence[str]) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from typing import Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -25,6 +26,7 @@ from proxy.sidecar.options import (
     sidecar_config,
     with_sidecar_settings,
 )
+from proxy.workers.plan import refusals
 
 log = logging.getLogger("meshwire")
 
@@ -35,6 +37,19 @@ class UnreadableFile(Exception):
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
         super().__init__(f"{path}: {reason}")
+
+
+def concurrency_argument(text: str) -> int | Literal["auto"]:
+    """`--concurrency N`: a number of worker processes, or 0/auto for one per CPU."""
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
 
 
 def _check_readable(path: str) -> None:
@@ -104,6 +119,16 @@ def dump_config(config: schema.Config) -> str:
 def load_run_config(args: argparse.Namespace) -> schema.Config:
     """The config `meshwire run ARGS` stands for; ConfigError lists every problem, and a file
     named on the command line that cannot be read is an UnreadableFile."""
+    config = _load(args)
+    if args.concurrency is not None:  # the flag wins over the file
+        config = _replace(config, concurrency=args.concurrency)
+    problems = refusals(config, flags=bool(args.app_id))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _load(args: argparse.Namespace) -> schema.Config:
     for path in (args.config, args.dapr_config):
         if path:
             _check_readable(path)

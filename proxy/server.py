@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -14,6 +17,7 @@ from exporters.access_log import AccessLog
 from exporters.instruments import Instruments
 from proxy.admin.handler import AdminHandler
 from proxy.app import App, ListenerSpec
+from proxy.bind import bind_shared, listen_on, open_listeners, open_unix_listener
 from proxy.chain import Handler
 from proxy.downstream.context import ConnectionContext, OnComplete
 from proxy.downstream.hangup import HangupSweeper
@@ -22,8 +26,7 @@ from proxy.downstream.negotiate import serve_connection
 from proxy.http1.codec import Codec
 from proxy.observe import Completion
 from proxy.quick_socket import QuickStream
-from proxy.reasons import os_reason
-from proxy.stats import ListenerStats
+from proxy.stats import ListenerStats, Stats
 from proxy.tls.stream import TlsStream
 
 log = logging.getLogger("meshwire.server")
@@ -32,22 +35,36 @@ log = logging.getLogger("meshwire.server")
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
-class BindError(Exception):
-    """A listener (or the admin port) could not bind its address: in use, not ours, no such
-    host. `name` is the listener's (or "admin"); the caller knows where the address came from."""
-
-    def __init__(self, name: str, address: str, reason: str) -> None:
-        self.name = name
-        self.address = address
-        self.reason = reason
-        super().__init__(f"cannot listen on {address}: {reason}")
-
-
 @dataclass(frozen=True)
 class Bound:
     """Where each listener ended up (port 0 picks a free one): name → (host, port)."""
 
     addresses: dict[str, tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class Sockets:
+    """How `serve` binds: alone (the defaults), or as one of the --concurrency workers."""
+
+    # Join each listener port's SO_REUSEPORT group, which the kernel spreads connections over.
+    reuse_port: bool = False
+    # Serve the admin endpoints on this Unix socket instead of app.admin: a worker's, which
+    # only its supervisor reads (and whose reads are not counted in the stats it sums).
+    admin_path: str | None = None
+    # Bind now, listen only once this is set (SO_REUSEPORT only): a worker waits for all its
+    # siblings, so that no connection lands before every one can take its share, and none at
+    # all when one of them cannot start.
+    listen_gate: trio.Event | None = None
+
+
+class AdminPort(Handler, Protocol):
+    """The admin listener's handler; told where every listener ended up once all are bound."""
+
+    bound: dict[str, tuple[str, int]]
+
+
+# Builds the admin handler from the app and the server's shutdown and draining events.
+AdminFactory = Callable[[App, trio.Event, trio.Event], AdminPort]
 
 
 def _spiffe_id(cert: object) -> str | None:
@@ -119,6 +136,8 @@ class _Listener:
                 except OSError:  # gone already
                     await trio.aclose_forcefully(stream)
                     continue
+                if stream.socket.family == socket.AF_UNIX:  # a worker's private admin socket
+                    addr = ("unix", 0)
                 client = addr[0]
                 held = clients.get(client, 0)
                 if held >= limits.max_connections_per_client:
@@ -255,6 +274,8 @@ async def serve(
     app: App,
     shutdown: trio.Event,
     *,
+    binding: Sockets = Sockets(),
+    admin_handler: AdminFactory = AdminHandler,
     task_status: trio.TaskStatus[Bound] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Bind every listener (all before serving any), serve until `shutdown`, then drain.
@@ -266,20 +287,33 @@ async def serve(
     access_logs: list[AccessLog] = []
     bound: dict[str, tuple[str, int]] = {}
     plan: list[tuple[_Listener, list[trio.SocketListener]]] = []
+    waiting: list[tuple[_Listener, list[trio.socket.SocketType]]] = []  # for the listen gate
     try:
         for spec in app.listeners:
-            sockets = await _bind(spec.config.name, spec.config.address, spec.host, spec.port)
-            listener = _listener_for(
-                spec, draining, access_logs, app.telemetry.instruments, app.codec
-            )
+            name, address, host, port = spec.config.name, spec.config.address, spec.host, spec.port
+            instruments = app.telemetry.instruments
+            if binding.listen_gate is not None:
+                bound_only = await bind_shared(name, address, host, port)
+                listener = _listener_for(spec, draining, access_logs, instruments, app.codec)
+                waiting.append((listener, bound_only))
+                bound[name] = _sockname(bound_only[0])
+                continue
+            sockets = await open_listeners(name, address, host, port, reuse_port=binding.reuse_port)
+            listener = _listener_for(spec, draining, access_logs, instruments, app.codec)
             plan.append((listener, sockets))
-            bound[spec.config.name] = _sockname(sockets[0])
-        if app.admin is not None:
-            admin = AdminHandler(app, shutdown, draining)
-            admin_stats = ListenerStats(app.stats, "admin")
-            host, port = app.admin
-            address = app.config.admin.address if app.config.admin else f"{host}:{port}"
-            sockets = await _bind("admin", address, host, port)
+            bound[name] = _sockname(sockets[0].socket)
+        if binding.admin_path is not None or app.admin is not None:
+            admin = admin_handler(app, shutdown, draining)
+            if binding.admin_path is not None:
+                admin_stats = ListenerStats(Stats(), "admin")  # the supervisor's reads: uncounted
+                sockets = [await open_unix_listener(binding.admin_path)]
+            else:
+                assert app.admin is not None
+                admin_stats = ListenerStats(app.stats, "admin")
+                host, port = app.admin
+                address = app.config.admin.address if app.config.admin else f"{host}:{port}"
+                sockets = await open_listeners("admin", address, host, port, reuse_port=False)
+                bound["admin"] = _sockname(sockets[0].socket)
             admin_listener = _Listener(
                 "admin",
                 admin,
@@ -292,12 +326,14 @@ async def serve(
                 app.codec,
             )
             plan.append((admin_listener, sockets))
-            bound["admin"] = _sockname(sockets[0])
             admin.bound = bound
     except BaseException:
         for _, sockets in plan:
             for s in sockets:
                 await trio.aclose_forcefully(s)
+        for _, socks in waiting:
+            for sock in socks:
+                sock.close()
         raise
     try:
         async with app.clusters, trio.open_nursery() as sweepers:
@@ -308,9 +344,16 @@ async def serve(
                 await sweepers.start(app.sidecar.run, bound, shutdown)
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as acceptors:
+                    gate = binding.listen_gate
+                    if gate is not None:
+                        task_status.started(Bound(bound))  # bound; listening once the gate opens
+                        await _first_of(gate, shutdown)
+                        if not shutdown.is_set():
+                            plan.extend((lr, listen_on(socks)) for lr, socks in waiting)
                     for listener, sockets in plan:
                         acceptors.start_soon(listener.accept_loop, sockets, connections)
-                    task_status.started(Bound(bound))
+                    if gate is None:
+                        task_status.started(Bound(bound))
                     await shutdown.wait()
                     log.info(
                         "draining: stop accepting; waiting up to %ss", app.config.drain_timeout
@@ -327,19 +370,27 @@ async def serve(
         for _, sockets in plan:
             for s in sockets:
                 await trio.aclose_forcefully(s)
+        for _, socks in waiting:
+            for sock in socks:
+                sock.close()
         for access in access_logs:
             access.close()
         if app.owns_telemetry:
             await app.telemetry.aclose()  # flush what is queued; bounded, never raises
 
 
-async def _bind(name: str, address: str, host: str, port: int) -> list[trio.SocketListener]:
-    try:
-        return await trio.open_tcp_listeners(port, host=host)
-    except OSError as exc:
-        raise BindError(name, address, os_reason(exc)) from exc
+async def _first_of(*events: trio.Event) -> None:
+    """Until any of `events` is set."""
+    async with trio.open_nursery() as nursery:
+        for event in events:
+
+            async def wait(event: trio.Event = event) -> None:
+                await event.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(wait)
 
 
-def _sockname(listener: trio.SocketListener) -> tuple[str, int]:
-    addr = listener.socket.getsockname()
+def _sockname(sock: trio.socket.SocketType) -> tuple[str, int]:
+    addr = sock.getsockname()
     return str(addr[0]), int(addr[1])

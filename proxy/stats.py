@@ -60,6 +60,12 @@ class Stats:
         return iter(sorted(self._gauges.values(), key=lambda g: g.name))
 
 
+def typed_items(stats: Stats) -> list[tuple[str, int, str]]:
+    """Every counter and gauge as (name, value, "counter" | "gauge"), counters first."""
+    counters = [(c.name, c.value, "counter") for c in stats.counters()]
+    return counters + [(g.name, g.value, "gauge") for g in stats.gauges()]
+
+
 class ListenerStats:
     """The counters one listener's connections bump, resolved once at config time."""
 

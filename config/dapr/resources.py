@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from config.dapr.app_configuration import DaprConfiguration, parse_configuration
@@ -42,6 +42,7 @@ class Resources:
     subscriptions: tuple[Subscription, ...] = ()
     http_endpoints: tuple[HTTPEndpoint, ...] = ()
     warnings: tuple[ResourceProblem, ...] = ()  # unknown fields, which daprd ignores
+    component_files: Mapping[str, str] = field(default_factory=dict)  # name → its file
 
     def component(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)
@@ -181,6 +182,9 @@ def load_resources(
         subscriptions=tuple(r for r in found if isinstance(r, Subscription)),
         http_endpoints=tuple(r for r in found if isinstance(r, HTTPEndpoint)),
         warnings=tuple(loader.warnings),
+        component_files={
+            r.name: document.source for document, r in loader.loaded if isinstance(r, Component)
+        },
     )
 
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -16,29 +14,61 @@ import trio
 
 from config.schema import to_builtins
 from proxy.admin.prometheus import render as render_prometheus
+from proxy.admin.replies import (
+    JSON,
+    PROMETHEUS,
+    clusters_reply,
+    json_reply,
+    reply,
+    stats_reply,
+    text_reply,
+)
 from proxy.app import App
-from proxy.http.model import BytesBody, Request, Response
+from proxy.http.model import Request, Response
+from proxy.stats import Stats, typed_items
 from proxy.version import VERSION
 
-_JSON = b"application/json"
-_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
-_TEXT = b"text/plain; charset=utf-8"
+LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 
 
-def _reply(status: int, body: bytes, content_type: bytes) -> Response:
-    return Response(
-        status,
-        [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
-        BytesBody(body),
+def stat_items(stats: Stats) -> list[tuple[str, int]]:
+    """Every counter and gauge as (name, value)."""
+    items = [(c.name, c.value) for c in stats.counters()]
+    return items + [(g.name, g.value) for g in stats.gauges()]
+
+
+def logging_levels() -> str:
+    """GET /logging: meshwire's loggers and their effective levels, one per line."""
+    loggers = [
+        "meshwire",
+        *sorted(n for n in logging.root.manager.loggerDict if n.startswith("meshwire.")),
+    ]
+    return "".join(
+        f"{name}: {logging.getLevelName(logging.getLogger(name).getEffectiveLevel()).lower()}\n"
+        for name in loggers
     )
 
 
-def _json(status: int, value: object) -> Response:
-    return _reply(status, json.dumps(value, indent=2).encode() + b"\n", _JSON)
-
-
-def _text(status: int, text: str) -> Response:
-    return _reply(status, text.encode(), _TEXT)
+def set_logging_levels(params: dict[str, list[str]]) -> str | None:
+    """POST /logging?level=debug (all of meshwire) or ?paths=meshwire.server:debug,...: why
+    not, or None once applied."""
+    changes: list[tuple[str, str]] = []
+    if "level" in params:
+        changes.append(("meshwire", params["level"][0]))
+    for item in ",".join(params.get("paths", [])).split(","):
+        if item:
+            name, _, level = item.partition(":")
+            changes.append((name.strip(), level.strip()))
+    if not changes:
+        return "give ?level=LEVEL or ?paths=logger:LEVEL,...\n"
+    for name, level in changes:
+        if level.upper() not in LEVELS:
+            return f"unknown level {level!r}; one of {', '.join(sorted(LEVELS)).lower()}\n"
+        if not (name == "meshwire" or name.startswith("meshwire.")):
+            return f"unknown logger {name!r}; meshwire's loggers start with meshwire\n"
+    for name, level in changes:
+        logging.getLogger(name).setLevel(level.upper())
+    return None
 
 
 class AdminHandler:
@@ -75,14 +105,14 @@ class AdminHandler:
             if get is not None:
                 return get(params)
             if path in self._post:
-                return _text(400, "this admin endpoint needs POST\n")
+                return text_reply(400, "this admin endpoint needs POST\n")
         elif request.method == b"POST":
             post = self._post.get(path) or self._get.get(path)
             if post is not None:
                 return post(params)
         else:
-            return _text(405, "method not allowed\n")
-        return _text(404, "unknown admin endpoint; see /\n")
+            return text_reply(405, "method not allowed\n")
+        return text_reply(404, "unknown admin endpoint; see /\n")
 
     @property
     def _state(self) -> str:
@@ -90,14 +120,14 @@ class AdminHandler:
 
     def _index(self, params: dict[str, list[str]]) -> Response:
         names = sorted({p.decode() for p in self._get} | {p.decode() for p in self._post})
-        return _text(200, "meshwire admin\n" + "".join(f"  {n}\n" for n in names))
+        return text_reply(200, "meshwire admin\n" + "".join(f"  {n}\n" for n in names))
 
     def _ready(self, params: dict[str, list[str]]) -> Response:
         state = self._state
-        return _text(200 if state == "LIVE" else 503, state + "\n")
+        return text_reply(200 if state == "LIVE" else 503, state + "\n")
 
     def _server_info(self, params: dict[str, list[str]]) -> Response:
-        return _json(
+        return json_reply(
             200,
             {
                 "version": VERSION,
@@ -111,25 +141,14 @@ class AdminHandler:
         )
 
     def _stats(self, params: dict[str, list[str]]) -> Response:
-        fmt = params.get("format", ["text"])[0]
-        if fmt == "prometheus":
+        if params.get("format", ["text"])[0] == "prometheus":
             return self._prometheus(params)
-        pattern = params.get("filter", [None])[0]
-        try:
-            regex = re.compile(pattern) if pattern else None
-        except re.error as exc:
-            return _text(400, f"bad filter regex: {exc}\n")
-        used_only = "usedonly" in params
-        items = [(c.name, c.value) for c in self._app.stats.counters()]
-        items += [(g.name, g.value) for g in self._app.stats.gauges()]
-        items = [
-            (n, v)
-            for n, v in sorted(items)
-            if (regex is None or regex.search(n)) and (not used_only or v)
-        ]
-        if fmt == "json":
-            return _json(200, {"stats": [{"name": n, "value": v} for n, v in items]})
-        return _text(200, "".join(f"{n}: {v}\n" for n, v in items))
+        if "types" in params:  # what a --concurrency supervisor sums: every stat, typed
+            typed = typed_items(self._app.stats)
+            return json_reply(
+                200, {"stats": [{"name": n, "value": v, "type": t} for n, v, t in typed]}
+            )
+        return stats_reply(stat_items(self._app.stats), params)
 
     def _metrics(self, params: dict[str, list[str]]) -> Response:
         """Where Dapr's scrapers look: our families plus, in sidecar mode, Dapr's own names
@@ -137,72 +156,33 @@ class AdminHandler:
         text = render_prometheus(self._app.stats, self._app.telemetry)
         if self._app.sidecar is not None:
             text += self._app.sidecar.metrics.render()
-        return _reply(200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8")
+        return reply(200, text.encode(), PROMETHEUS)
 
     def _prometheus(self, params: dict[str, list[str]]) -> Response:
         body = render_prometheus(self._app.stats, self._app.telemetry).encode()
-        return _reply(200, body, b"text/plain; version=0.0.4; charset=utf-8")
+        return reply(200, body, PROMETHEUS)
 
     def _clusters(self, params: dict[str, list[str]]) -> Response:
-        snapshot = self._app.clusters.snapshot()
-        if params.get("format", [""])[0] == "json":
-            return _json(200, {"cluster_statuses": snapshot})
-        lines: list[str] = []
-        for cluster in snapshot:
-            name = cluster.get("name")
-            hosts = cluster.get("hosts", [])
-            assert isinstance(hosts, list)
-            for host in hosts:
-                address = host.get("address")
-                for key, value in host.items():
-                    if key != "address":
-                        lines.append(f"{name}::{address}::{key}::{value}\n")
-        return _text(200, "".join(lines))
+        return clusters_reply(self._app.clusters.snapshot(), params)
 
     def _config_dump(self, params: dict[str, list[str]]) -> Response:
         body = msgspec.json.format(msgspec.json.encode(to_builtins(self._app.config)), indent=2)
-        return _reply(200, body + b"\n", _JSON)
+        return reply(200, body + b"\n", JSON)
 
     def _listeners(self, params: dict[str, list[str]]) -> Response:
-        return _text(200, "".join(f"{k}::{h}:{p}\n" for k, (h, p) in self.bound.items()))
+        return text_reply(200, "".join(f"{k}::{h}:{p}\n" for k, (h, p) in self.bound.items()))
 
     def _logging(self, params: dict[str, list[str]]) -> Response:
         if params:
-            return _text(400, "changing log levels needs POST\n")
-        loggers = [
-            "meshwire",
-            *sorted(n for n in logging.root.manager.loggerDict if n.startswith("meshwire.")),
-        ]
-        lines = [
-            f"{name}: {logging.getLevelName(logging.getLogger(name).getEffectiveLevel()).lower()}\n"
-            for name in loggers
-        ]
-        return _text(200, "".join(lines))
+            return text_reply(400, "changing log levels needs POST\n")
+        return text_reply(200, logging_levels())
 
     def _set_logging(self, params: dict[str, list[str]]) -> Response:
-        """POST /logging?level=debug (all of meshwire) or ?paths=meshwire.server:debug,..."""
-        changes: list[tuple[str, str]] = []
-        if "level" in params:
-            changes.append(("meshwire", params["level"][0]))
-        for item in ",".join(params.get("paths", [])).split(","):
-            if item:
-                name, _, level = item.partition(":")
-                changes.append((name.strip(), level.strip()))
-        if not changes:
-            return _text(400, "give ?level=LEVEL or ?paths=logger:LEVEL,...\n")
-        for name, level in changes:
-            if level.upper() not in _LEVELS:
-                return _text(
-                    400, f"unknown level {level!r}; one of {', '.join(sorted(_LEVELS)).lower()}\n"
-                )
-            if not (name == "meshwire" or name.startswith("meshwire.")):
-                return _text(
-                    400, f"unknown logger {name!r}; meshwire's loggers start with meshwire\n"
-                )
-        for name, level in changes:
-            logging.getLogger(name).setLevel(level.upper())
+        refused = set_logging_levels(params)
+        if refused is not None:
+            return text_reply(400, refused)
         return self._logging({})
 
     def _quit(self, params: dict[str, list[str]]) -> Response:
         self._shutdown.set()
-        return _text(200, "OK\n")
+        return text_reply(200, "OK\n")

@@ -63,6 +63,16 @@ def local_issuer(mtls: Mtls, environ: Mapping[str, str]) -> Issuer:
     return partial(_checked, issue)
 
 
+def given_identity(cert: WorkloadCert) -> WorkloadIdentity:
+    """A --concurrency worker's identity: its supervisor's certificate, renewed by the
+    supervisor (which installs each renewal); this process never asks the CA."""
+    return WorkloadIdentity(cert, _renewed_by_supervisor)
+
+
+def _renewed_by_supervisor(spiffe_id: SpiffeId) -> WorkloadCert:
+    raise WorkloadCertError(f"{spiffe_id}: a worker's certificate is renewed by its supervisor")
+
+
 def _issue(
     ca: CertificateAuthority, spiffe_id: SpiffeId, *, ttl: timedelta, skew: timedelta
 ) -> WorkloadCert:

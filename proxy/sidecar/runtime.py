@@ -26,8 +26,9 @@ from filters.pubsub.subscriptions import TopicSubscription  # pub/sub (S4)
 from filters.state.registry import StateStores  # state management (S3)
 from proxy.discovery.base import Instance, Resolver, build_resolver
 from proxy.sidecar.access import AccessPolicy
-from proxy.sidecar.identity import make_identity
+from proxy.sidecar.identity import given_identity, make_identity
 from proxy.sidecar.peers import Peers
+from proxy.sidecar.role import SidecarRole
 from proxy.stats import Stats
 from proxy.tls.spiffe import SpiffeId
 from proxy.tls.workload import WorkloadIdentity
@@ -53,13 +54,19 @@ class SidecarRuntime:
         stats: Stats,
         telemetry: Telemetry | None,
         environ: Mapping[str, str] = os.environ,
+        role: SidecarRole = SidecarRole(),  # noqa: B008 (frozen)
     ) -> None:
         self.config = sidecar
+        self.role = role
         self.app_id = sidecar.app_id
         self.hostname = socket.gethostname()
         self.namespace = sidecar.namespace
         self.spiffe_id = SpiffeId(sidecar.mtls.trust_domain, sidecar.namespace, sidecar.app_id)
-        self.identity: WorkloadIdentity = make_identity(sidecar.mtls, self.spiffe_id, environ)
+        self.identity: WorkloadIdentity = (
+            make_identity(sidecar.mtls, self.spiffe_id, environ)
+            if role.certificate is None
+            else given_identity(role.certificate)
+        )
         self.resolver: Resolver = build_resolver(
             sidecar.name_resolution.component,
             sidecar.name_resolution.configuration,
@@ -137,17 +144,16 @@ class SidecarRuntime:
                 self.background = nursery
                 # State management (S3): every store ready (or start-up stops) before serving.
                 await self.state.start()
-                self.state.schedule_cleanup(nursery)
+                if self.role.leader:
+                    self.state.schedule_cleanup(nursery)
                 await self.pubsub.start()  # pub/sub (S4)
                 await nursery.start(self.resolver.run)
-                await nursery.start(self.identity.run_rotation)
+                if self.role.certificate is None:  # else the supervisor renews it
+                    await nursery.start(self.identity.run_rotation)
                 if internal is not None:
                     self.internal_address = internal
-                    await self.resolver.register(
-                        Instance(
-                            self.app_id, self.namespace, self.config.advertise_host, internal[1]
-                        )
-                    )
+                    if self.role.registers:
+                        await self.register(internal[1])
                 self.outbound_ready.set()
                 nursery.start_soon(self._serve_app, nursery)
                 task_status.started()
@@ -160,10 +166,16 @@ class SidecarRuntime:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await self.pubsub.aclose()  # pub/sub (S4)
 
+    async def register(self, internal_port: int) -> None:
+        """Publish this sidecar's internal (mutual-TLS) port in name resolution."""
+        await self.resolver.register(
+            Instance(self.app_id, self.namespace, self.config.advertise_host, internal_port)
+        )
+
     async def _serve_app(self, nursery: trio.Nursery) -> None:
-        """Once the app listens: its subscriptions (pub/sub, S4)."""
+        """Once the app listens: its subscriptions (pub/sub, S4), in the leader only."""
         await self._wait_for_app()
-        if self.app is None or self.config.app is None:
+        if self.app is None or self.config.app is None or not self.role.leader:
             return
         send, token, slots = self.app.send, self.app_token, self.app_slots
         authority = self.app.hosts[0].address.encode()

@@ -112,10 +112,19 @@ class WorkloadIdentity:
             raise
         self.rotations += 1
 
+    def install(self, cert: WorkloadCert) -> None:
+        """Present `cert` from now on: one renewed elsewhere (a --concurrency worker gets its
+        supervisor's). WorkloadCertError if it is not for this identity."""
+        self._install(cert)
+
     async def run_rotation(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        *,
+        on_rotated: Callable[[WorkloadCert], None] | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Renew at half-life of the current certificate, forever; retry failures every 10 s."""
+        """Renew at half-life of the current certificate, forever; retry failures every 10 s.
+        `on_rotated` is told each new certificate (a supervisor passes it to its workers)."""
         task_status.started()
         while True:
             await self._sleep_until(self._current.half_life)
@@ -140,6 +149,8 @@ class WorkloadIdentity:
                     self._current.serial,
                     self._current.not_after.isoformat(),
                 )
+                if on_rotated is not None:
+                    on_rotated(self._current)
 
     async def _sleep_until(self, when: datetime) -> None:
         while True:

@@ -460,3 +460,18 @@ def test_invalid_example_reports_everything() -> None:
         ("$.clusters[1].name", "duplicate cluster name 'backend' (also at $.clusters[0].name)"),
         ("$.clusters[1].endpoints", "a cluster needs at least one endpoint"),
     ]
+
+
+def test_concurrency_is_a_count_or_auto() -> None:
+    assert load_text(BASE).concurrency == 1
+    assert load_text("concurrency: 4\n" + BASE).concurrency == 4
+    assert load_text("concurrency: auto\n" + BASE).concurrency == "auto"
+    assert load_text("concurrency: 0\n" + BASE).concurrency == 0
+    assert one("concurrency: -1\n" + BASE) == (
+        "$.concurrency",
+        "must be a number of processes, 0 or auto (one per CPU), got -1",
+    )
+    assert one("concurrency: many\n" + BASE) == (
+        "$.concurrency",
+        "expected int or 'auto', got str",
+    )

@@ -1,0 +1,1 @@
+"""--concurrency N: a supervisor process and N workers that share every listener's port."""
