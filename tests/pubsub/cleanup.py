@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -11,8 +12,9 @@ import subprocess
 from tests.pubsub.brokers import TEST_TOPIC_PREFIX
 
 # RabbitMQ queues and exchanges cannot be listed over AMQP: the suites use a virtual host of
-# their own on the shared node, made fresh once per session and deleted afterwards.
-RABBITMQ_VHOST = "mwtest"
+# their own on the shared node, made fresh once per session and deleted afterwards. Named per
+# process: two suites at once on one node (two checkouts) must not delete each other's.
+RABBITMQ_VHOST = f"mwtest-{os.getpid()}"
 _rabbitmq_ready: list[str | None] = []  # the one answer of this session, once asked
 
 
